@@ -1,0 +1,77 @@
+//! The application every consumer service is: an [`EventConsumer`] plus an HTTP server for
+//! its read endpoints and the operational ones, started and stopped together.
+
+use std::sync::Arc;
+
+use axum::Router;
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServiceSettings;
+use crate::http::{self, ConsumerInfo, OpsState};
+use crate::kafka::{self, EventConsumer, Handler, RetryPolicy};
+use crate::metrics::ConsumerMetrics;
+
+pub struct ConsumerApp<H> {
+    listener: TcpListener,
+    router: Router,
+    consumer: EventConsumer<H>,
+}
+
+impl<H: Handler> ConsumerApp<H> {
+    /// Creates the topics if needed, connects to Kafka and binds the HTTP port. `routes`
+    /// are the service's own read endpoints.
+    pub async fn build(
+        settings: &ServiceSettings,
+        pool: PgPool,
+        handler: H,
+        routes: Router,
+        retry: RetryPolicy,
+    ) -> anyhow::Result<Self> {
+        kafka::ensure_topics(&settings.kafka).await?;
+        let mut registry = Registry::with_prefix(settings.name.replace('-', "_"));
+        let metrics = ConsumerMetrics::register(&mut registry);
+        let consumer = EventConsumer::connect(&settings.kafka, handler, retry, metrics).await?;
+        let ops = OpsState {
+            pool,
+            registry: Arc::new(registry),
+            consumer: Some(ConsumerInfo {
+                group: settings.kafka.group_id.clone(),
+                instance_id: settings.instance_id.clone(),
+                assignment: consumer.assignment(),
+            }),
+        };
+        let listener = http::bind(settings.http_addr).await?;
+        tracing::info!(service = settings.name, addr = %listener.local_addr()?, "listening");
+        Ok(ConsumerApp {
+            listener,
+            router: http::with_problem_fallbacks(routes.merge(http::ops_router(ops))),
+            consumer,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|addr| addr.port())
+            .unwrap_or_default()
+    }
+
+    /// Runs until `shutdown` is cancelled or either half fails; a failure stops the other half.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let stop = shutdown.child_token();
+        let server = stop_on_exit(&stop, http::serve(self.listener, self.router, stop.clone()));
+        let consumer = stop_on_exit(&stop, self.consumer.run(stop.clone()));
+        let (server, consumer) = tokio::join!(server, consumer);
+        server.and(consumer)
+    }
+}
+
+/// Runs `task`, then cancels `stop` however it ended, so its siblings wind down too.
+pub async fn stop_on_exit<T>(stop: &CancellationToken, task: impl Future<Output = T>) -> T {
+    let result = task.await;
+    stop.cancel();
+    result
+}

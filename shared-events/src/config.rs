@@ -1,0 +1,143 @@
+//! Configuration every service reads from its environment, with defaults that work on a
+//! developer's machine. Tests build [`ServiceSettings`] directly and override what they need.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::telemetry::LogFormat;
+
+/// What makes one service different from another before any configuration is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceIdentity {
+    /// Service name; also its consumer group.
+    pub name: &'static str,
+    /// Its own PostgreSQL database (database per service).
+    pub database: &'static str,
+    pub http_port: u16,
+}
+
+/// Environment variables shared by every service. Flatten into a service's own `clap` parser.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Kafka brokers to bootstrap from, comma-separated.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub kafka_bootstrap_servers: String,
+    /// PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/<the service's database>].
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Address the HTTP server binds [default: 0.0.0.0:<the service's port>].
+    #[arg(long, env = "HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Consumer group [default: the service name].
+    #[arg(long, env = "KAFKA_GROUP_ID")]
+    pub kafka_group_id: Option<String>,
+    /// Names this instance in logs, client ids and `/assignment` [default: service-pid].
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Replication factor for topics this service creates (3 on a real cluster).
+    #[arg(long, env = "KAFKA_TOPIC_REPLICATION_FACTOR", default_value_t = 1)]
+    pub kafka_topic_replication_factor: i32,
+    /// `min.insync.replicas` for topics this service creates; unset keeps the broker default.
+    #[arg(long, env = "KAFKA_TOPIC_MIN_INSYNC_REPLICAS")]
+    pub kafka_topic_min_insync_replicas: Option<i32>,
+    /// How long a consumer may be silent before the group hands its partitions to others.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub kafka_session_timeout_ms: u64,
+    /// How long to wait for Kafka and PostgreSQL at start-up before giving up.
+    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
+    pub startup_timeout_secs: u64,
+    /// `text` for a terminal, `json` for containers.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub client_id: String,
+    pub topic_replication_factor: i32,
+    pub topic_min_insync_replicas: Option<i32>,
+    pub session_timeout: Duration,
+    pub startup_timeout: Duration,
+}
+
+/// The resolved settings every service starts from.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub name: &'static str,
+    pub instance_id: String,
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub kafka: KafkaSettings,
+    pub log_format: LogFormat,
+}
+
+impl ServiceSettings {
+    /// Reads the common settings from the environment (and command line), for a service
+    /// that needs nothing more. `--help` lists every variable.
+    pub fn from_env(identity: ServiceIdentity) -> Self {
+        use clap::{Args, Command, FromArgMatches};
+        let command = CommonArgs::augment_args(Command::new(identity.name));
+        let args =
+            CommonArgs::from_arg_matches(&command.get_matches()).unwrap_or_else(|err| err.exit());
+        ServiceSettings::from_args(identity, args)
+    }
+
+    pub fn from_args(identity: ServiceIdentity, args: CommonArgs) -> Self {
+        let instance_id = args
+            .instance_id
+            .unwrap_or_else(|| format!("{}-{}", identity.name, std::process::id()));
+        ServiceSettings {
+            name: identity.name,
+            http_addr: args.http_addr.unwrap_or(SocketAddr::from((
+                Ipv4Addr::UNSPECIFIED,
+                identity.http_port,
+            ))),
+            database_url: args.database_url.unwrap_or_else(|| {
+                format!("postgres://postgres@127.0.0.1:5432/{}", identity.database)
+            }),
+            kafka: KafkaSettings {
+                bootstrap_servers: args.kafka_bootstrap_servers,
+                group_id: args
+                    .kafka_group_id
+                    .unwrap_or_else(|| identity.name.to_owned()),
+                client_id: instance_id.clone(),
+                topic_replication_factor: args.kafka_topic_replication_factor,
+                topic_min_insync_replicas: args.kafka_topic_min_insync_replicas,
+                session_timeout: Duration::from_millis(args.kafka_session_timeout_ms),
+                startup_timeout: Duration::from_secs(args.startup_timeout_secs),
+            },
+            instance_id,
+            log_format: args.log_format,
+        }
+    }
+
+    /// Settings for a test: port 0, the given broker and database, short time-outs.
+    pub fn for_test(
+        identity: ServiceIdentity,
+        bootstrap_servers: &str,
+        database_url: &str,
+        instance_id: &str,
+    ) -> Self {
+        ServiceSettings::from_args(
+            identity,
+            CommonArgs {
+                kafka_bootstrap_servers: bootstrap_servers.to_owned(),
+                database_url: Some(database_url.to_owned()),
+                http_addr: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+                kafka_group_id: None,
+                instance_id: Some(instance_id.to_owned()),
+                kafka_topic_replication_factor: 1,
+                kafka_topic_min_insync_replicas: None,
+                kafka_session_timeout_ms: 6_000,
+                startup_timeout_secs: 30,
+                log_format: LogFormat::Text,
+            },
+        )
+    }
+}

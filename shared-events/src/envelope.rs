@@ -1,0 +1,270 @@
+//! The one JSON envelope every event travels in.
+//!
+//! ```json
+//! {"event_id": "…", "event_type": "order_placed", "event_version": 1,
+//!  "occurred_at": "2026-11-22T10:00:00Z", "order_id": "…", "data": {…}}
+//! ```
+//! Decoding happens in two steps so that each failure names its cause: first the envelope,
+//! then, once its type and version are known to be supported, the typed `data`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::events::OrderPlaced;
+
+/// Kafka header names carried by every event, so tools can route without parsing the body.
+pub mod headers {
+    pub const EVENT_TYPE: &str = "event_type";
+    pub const EVENT_VERSION: &str = "event_version";
+    pub const EVENT_ID: &str = "event_id";
+}
+
+/// Everything about an event except its payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMeta {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub order_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    #[serde(flatten)]
+    pub meta: EventMeta,
+    pub data: T,
+}
+
+/// Every event type the system knows, as a consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    OrderPlaced(OrderPlaced),
+}
+
+/// Why a message is not an event this code can act on. None of these pass on a retry, so
+/// a message that fails to decode goes straight to the dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message has no payload")]
+    Empty,
+    #[error("payload is not a valid event envelope: {0}")]
+    MalformedEnvelope(#[source] serde_json::Error),
+    #[error("unknown event type `{0}`")]
+    UnknownEventType(String),
+    #[error("unsupported version {version} of event type `{event_type}`")]
+    UnsupportedVersion { event_type: String, version: u32 },
+    #[error("`{event_type}` data does not match its schema: {source}")]
+    MalformedData {
+        event_type: String,
+        source: serde_json::Error,
+    },
+    #[error("`{event_type}` data is invalid: {reason}")]
+    InvalidData { event_type: String, reason: String },
+}
+
+impl DecodeError {
+    /// A short, stable name for metrics and dead-letter headers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::MalformedEnvelope(_) => "malformed_envelope",
+            DecodeError::UnknownEventType(_) => "unknown_event_type",
+            DecodeError::UnsupportedVersion { .. } => "unsupported_version",
+            DecodeError::MalformedData { .. } => "malformed_data",
+            DecodeError::InvalidData { .. } => "invalid_data",
+        }
+    }
+}
+
+impl Envelope<OrderPlaced> {
+    /// A fresh `order_placed` event with a new event id.
+    pub fn order_placed(data: OrderPlaced, occurred_at: DateTime<Utc>) -> Self {
+        Envelope {
+            meta: EventMeta {
+                event_id: Uuid::new_v4(),
+                event_type: OrderPlaced::EVENT_TYPE.to_owned(),
+                event_version: OrderPlaced::VERSION,
+                occurred_at,
+                order_id: data.order_id,
+            },
+            data,
+        }
+    }
+}
+
+impl<T: Serialize> Envelope<T> {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope of plain data always serialises")
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    event_id: Uuid,
+    event_type: String,
+    event_version: u32,
+    occurred_at: DateTime<Utc>,
+    order_id: Uuid,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+impl Envelope<Event> {
+    /// Decodes a message payload into a typed, validated event.
+    pub fn decode(payload: Option<&[u8]>) -> Result<Self, DecodeError> {
+        let payload = payload
+            .filter(|p| !p.is_empty())
+            .ok_or(DecodeError::Empty)?;
+        let raw: RawEnvelope<'_> =
+            serde_json::from_slice(payload).map_err(DecodeError::MalformedEnvelope)?;
+        let meta = EventMeta {
+            event_id: raw.event_id,
+            event_type: raw.event_type,
+            event_version: raw.event_version,
+            occurred_at: raw.occurred_at,
+            order_id: raw.order_id,
+        };
+        let data = match meta.event_type.as_str() {
+            OrderPlaced::EVENT_TYPE => {
+                let order: OrderPlaced = decode_data(&meta, OrderPlaced::VERSION, raw.data)?;
+                if order.order_id != meta.order_id {
+                    return Err(invalid(
+                        &meta,
+                        "data.order_id differs from the envelope's order_id",
+                    ));
+                }
+                order.validate().map_err(|reason| invalid(&meta, reason))?;
+                Event::OrderPlaced(order)
+            }
+            other => return Err(DecodeError::UnknownEventType(other.to_owned())),
+        };
+        Ok(Envelope { meta, data })
+    }
+}
+
+fn decode_data<T: serde::de::DeserializeOwned>(
+    meta: &EventMeta,
+    supported_version: u32,
+    data: &RawValue,
+) -> Result<T, DecodeError> {
+    if meta.event_version != supported_version {
+        return Err(DecodeError::UnsupportedVersion {
+            event_type: meta.event_type.clone(),
+            version: meta.event_version,
+        });
+    }
+    serde_json::from_str(data.get()).map_err(|source| DecodeError::MalformedData {
+        event_type: meta.event_type.clone(),
+        source,
+    })
+}
+
+fn invalid(meta: &EventMeta, reason: impl Into<String>) -> DecodeError {
+    DecodeError::InvalidData {
+        event_type: meta.event_type.clone(),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::OrderLine;
+
+    const GOLDEN_ORDER_PLACED: &str = include_str!("../tests/golden/order_placed.v1.json");
+
+    fn golden_event() -> Envelope<OrderPlaced> {
+        let order_id: Uuid = "0b8f5c1e-7d2a-4c1e-9a53-2f0c6f1d9e01".parse().unwrap();
+        Envelope {
+            meta: EventMeta {
+                event_id: "5d0c2a7e-1b3f-4e8a-9c6d-7a2b1e0f3c44".parse().unwrap(),
+                event_type: "order_placed".into(),
+                event_version: 1,
+                occurred_at: "2026-11-22T10:15:30.123Z".parse().unwrap(),
+                order_id,
+            },
+            data: OrderPlaced {
+                order_id,
+                customer_id: "cust-42".into(),
+                customer_email: "ada@example.com".into(),
+                items: vec![
+                    OrderLine {
+                        sku: "KB-001".into(),
+                        quantity: 1,
+                        unit_price_cents: 8_999,
+                    },
+                    OrderLine {
+                        sku: "CB-005".into(),
+                        quantity: 3,
+                        unit_price_cents: 1_299,
+                    },
+                ],
+                total_cents: 12_896,
+                currency: "EUR".into(),
+            },
+        }
+    }
+
+    fn as_value(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn order_placed_serialises_exactly_as_the_golden_file() {
+        let produced = as_value(&golden_event().to_json());
+        assert_eq!(produced, as_value(GOLDEN_ORDER_PLACED.as_bytes()));
+    }
+
+    #[test]
+    fn the_golden_order_placed_decodes_to_the_same_event() {
+        let decoded = Envelope::decode(Some(GOLDEN_ORDER_PLACED.as_bytes())).unwrap();
+        let expected = golden_event();
+        assert_eq!(decoded.meta, expected.meta);
+        assert_eq!(decoded.data, Event::OrderPlaced(expected.data));
+    }
+
+    #[test]
+    fn an_unknown_version_is_reported_as_unsupported_not_malformed() {
+        let mut value = as_value(GOLDEN_ORDER_PLACED.as_bytes());
+        value["event_version"] = 2.into();
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::UnsupportedVersion { version: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_malformed_envelope() {
+        let err = Envelope::decode(Some(b"\x00\xffnot json")).unwrap_err();
+        assert_eq!(err.kind(), "malformed_envelope");
+        assert_eq!(Envelope::decode(None).unwrap_err().kind(), "empty");
+    }
+
+    #[test]
+    fn an_order_whose_total_does_not_add_up_is_invalid() {
+        let mut value = as_value(GOLDEN_ORDER_PLACED.as_bytes());
+        value["data"]["total_cents"] = 1.into();
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert_eq!(err.kind(), "invalid_data", "{err}");
+    }
+
+    #[test]
+    fn an_order_with_a_negative_quantity_is_invalid() {
+        let mut value = as_value(GOLDEN_ORDER_PLACED.as_bytes());
+        value["data"]["items"][0]["quantity"] = (-1).into();
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert_eq!(err.kind(), "invalid_data", "{err}");
+    }
+
+    #[test]
+    fn an_unknown_event_type_is_named_in_the_error() {
+        let mut value = as_value(GOLDEN_ORDER_PLACED.as_bytes());
+        value["event_type"] = "order_teleported".into();
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert_eq!(err.to_string(), "unknown event type `order_teleported`");
+    }
+}

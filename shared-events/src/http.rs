@@ -1,0 +1,211 @@
+//! HTTP pieces every service shares: RFC 9457 problem details, the operational endpoints
+//! and serving with a shutdown token.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+use crate::kafka::Assignment;
+
+/// An RFC 9457 problem detail, sent as `application/problem+json`.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    /// A stable, machine-readable slug: `type` becomes `/problems/<slug>`.
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    /// Extension members merged into the body, e.g. a list of field errors.
+    pub extensions: Option<Value>,
+}
+
+impl Problem {
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            extensions: None,
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("{what} does not exist"),
+        )
+    }
+
+    /// For failures that are ours, not the client's. The cause is logged by the caller and
+    /// never put in the body.
+    pub fn internal() -> Self {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the request could not be completed; it has been logged",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("/problems/{}", self.slug),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let (Some(Value::Object(extra)), Value::Object(map)) = (self.extensions, &mut body) {
+            map.extend(extra);
+        }
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            Json(body),
+        )
+            .into_response()
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(err: sqlx::Error) -> Self {
+        tracing::error!(error = %err, "database query failed");
+        Problem::internal()
+    }
+}
+
+/// What read endpoints return: JSON, or a problem.
+pub type ApiResult<T> = Result<Json<T>, Problem>;
+
+/// Parses an id from a path, refusing anything that is not a UUID with 400.
+pub fn parse_id(raw: &str) -> Result<Uuid, Problem> {
+    raw.parse().map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-path",
+            "Invalid path parameter",
+            format!("`{raw}` is not a UUID"),
+        )
+    })
+}
+
+/// Answers unknown routes and methods with problem+json too, so every error a client can
+/// get from a service has the same shape.
+pub fn with_problem_fallbacks(router: Router) -> Router {
+    router
+        .fallback(|| async {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                "no such route",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this route does not accept that method",
+            )
+        })
+}
+
+/// What the operational endpoints report on.
+#[derive(Clone)]
+pub struct OpsState {
+    pub pool: PgPool,
+    pub registry: Arc<Registry>,
+    pub consumer: Option<ConsumerInfo>,
+}
+
+#[derive(Clone)]
+pub struct ConsumerInfo {
+    pub group: String,
+    pub instance_id: String,
+    pub assignment: Assignment,
+}
+
+/// `/healthz` (the process is up), `/readyz` (its database answers), `/metrics`
+/// (Prometheus text) and, for consumers, `/assignment` (the partitions this instance holds).
+pub fn ops_router(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/assignment", get(assignment))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<OpsState>) -> Result<&'static str, Problem> {
+    sqlx::query("SELECT 1")
+        .execute(&state.pool)
+        .await
+        .map_err(|err| {
+            tracing::warn!(error = %err, "readiness check: database unreachable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "Not ready",
+                "the database is unreachable",
+            )
+        })?;
+    Ok("ready")
+}
+
+async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::encode(&state.registry),
+    )
+}
+
+async fn assignment(State(state): State<OpsState>) -> Result<Response, Problem> {
+    let info = state
+        .consumer
+        .ok_or_else(|| Problem::not_found("a consumer in this service"))?;
+    Ok(Json(info.assignment.snapshot(&info.group, &info.instance_id)).into_response())
+}
+
+/// Serves `router` until `shutdown` is cancelled, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router.layer(TraceLayer::new_for_http()))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")
+}
+
+/// Binds the HTTP listener, naming the address in the error.
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on HTTP_ADDR={addr}"))
+}

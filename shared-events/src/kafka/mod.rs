@@ -1,0 +1,36 @@
+//! Kafka plumbing, written once: topic creation, the idempotent producer, and the
+//! at-least-once consumer with retries and a dead-letter topic.
+
+mod admin;
+mod consumer;
+mod producer;
+
+pub use admin::ensure_topics;
+pub use consumer::{
+    AssignedPartition, Assignment, AssignmentSnapshot, EventConsumer, Handler, HandlerError,
+    RetryPolicy, dead_letter,
+};
+pub use producer::{EventProducer, OutgoingRecord};
+
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaSettings;
+
+/// Settings every client shares.
+fn base_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        // Shows up in broker logs and metrics, so an instance can be traced end to end.
+        .set("client.id", &settings.client_id)
+        // librdkafka logs through its own callback; surface only what needs attention.
+        .set("log_level", "4");
+    config
+}
+
+/// Runs a blocking librdkafka call (metadata, admin) off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("a blocking Kafka call panicked")
+}

@@ -1,0 +1,21 @@
+//! The contract between shop's services and the Kafka plumbing they share.
+//!
+//! Everything a service needs to take part in the event flow lives here, written once:
+//! the event envelope and its types, topic names, the product catalog every service seeds
+//! from, producer and consumer creation, the dead-letter path, database bootstrapping and
+//! the operational HTTP endpoints (`/healthz`, `/readyz`, `/metrics`, `/assignment`).
+
+pub mod app;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod events;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod telemetry;
+pub mod topics;
+
+pub use envelope::{DecodeError, Envelope, Event, EventMeta};
+pub use events::{OrderLine, OrderPlaced};
