@@ -1,0 +1,10 @@
+use shared_events::config::ServiceSettings;
+use shared_events::telemetry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = ServiceSettings::from_env(analytics_service::IDENTITY);
+    telemetry::init(settings.log_format);
+    let app = analytics_service::build(settings).await?;
+    app.run_until_stopped(telemetry::shutdown_on_signal()).await
+}

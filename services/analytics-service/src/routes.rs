@@ -1,0 +1,24 @@
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use shared_events::http::ApiResult;
+use sqlx::PgPool;
+
+use crate::db::{self, Stats};
+
+/// `GET /stats?top=N`: order count, revenue per currency, best-selling items.
+pub fn router(pool: PgPool) -> Router {
+    Router::new().route("/stats", get(stats)).with_state(pool)
+}
+
+#[derive(Deserialize)]
+struct Top {
+    top: Option<i64>,
+}
+
+async fn stats(State(pool): State<PgPool>, Query(params): Query<Top>) -> ApiResult<Stats> {
+    Ok(Json(
+        db::stats(&pool, params.top.unwrap_or(5).clamp(1, 100)).await?,
+    ))
+}

@@ -1,0 +1,32 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct SentEmail {
+    pub order_id: Uuid,
+    pub recipient: String,
+    pub subject: String,
+    pub message_id: String,
+    pub transport: String,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Sent mail newest first; all of it, or one order's.
+pub async fn emails(
+    pool: &PgPool,
+    order_id: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<SentEmail>> {
+    sqlx::query_as(
+        "SELECT order_id, recipient, subject, message_id, transport, sent_at FROM emails
+         WHERE $1::uuid IS NULL OR order_id = $1 ORDER BY sent_at DESC LIMIT $2",
+    )
+    .bind(order_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,69 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use shared_events::catalog;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct StockLevel {
+    pub sku: String,
+    pub available: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct Reservation {
+    pub order_id: Uuid,
+    pub status: String,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[sqlx(json)]
+    pub items: Vec<ReservedItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ReservedItem {
+    pub sku: String,
+    pub quantity: i32,
+}
+
+/// Stocks every catalog product the first time the service starts.
+pub async fn seed_stock(pool: &PgPool) -> sqlx::Result<()> {
+    for product in catalog::PRODUCTS {
+        sqlx::query(
+            "INSERT INTO stock (sku, available) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING",
+        )
+        .bind(product.sku)
+        .bind(product.initial_stock)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn stock(pool: &PgPool) -> sqlx::Result<Vec<StockLevel>> {
+    sqlx::query_as("SELECT sku, available FROM stock ORDER BY sku")
+        .fetch_all(pool)
+        .await
+}
+
+/// Reservations with their items, newest first; all of them, or one order's.
+pub async fn reservations(
+    pool: &PgPool,
+    order_id: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<Reservation>> {
+    sqlx::query_as(
+        "SELECT r.order_id, r.status, r.reason, r.created_at,
+                COALESCE(json_agg(json_build_object('sku', i.sku, 'quantity', i.quantity) ORDER BY i.sku)
+                         FILTER (WHERE i.sku IS NOT NULL), '[]') AS items
+         FROM reservations r LEFT JOIN reservation_items i USING (order_id)
+         WHERE $1::uuid IS NULL OR r.order_id = $1
+         GROUP BY r.order_id ORDER BY r.created_at DESC LIMIT $2",
+    )
+    .bind(order_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

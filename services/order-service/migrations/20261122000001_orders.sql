@@ -1,0 +1,42 @@
+-- The catalog the shop sells from; seeded from shared_events::catalog at start-up.
+CREATE TABLE products (
+    sku              TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    unit_price_cents BIGINT NOT NULL CHECK (unit_price_cents >= 0),
+    currency         TEXT NOT NULL
+);
+
+CREATE TABLE orders (
+    id             UUID PRIMARY KEY,
+    customer_id    TEXT NOT NULL,
+    customer_email TEXT NOT NULL,
+    total_cents    BIGINT NOT NULL,
+    currency       TEXT NOT NULL,
+    created_at     TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE order_items (
+    order_id         UUID NOT NULL REFERENCES orders (id),
+    line_no          INT NOT NULL,
+    sku              TEXT NOT NULL REFERENCES products (sku),
+    quantity         INT NOT NULL CHECK (quantity > 0),
+    unit_price_cents BIGINT NOT NULL,
+    PRIMARY KEY (order_id, line_no)
+);
+
+-- Transactional outbox: written in the same transaction as the order, published by the
+-- relay, marked published only once the broker has acknowledged the event.
+CREATE TABLE outbox (
+    id           BIGSERIAL PRIMARY KEY,
+    event_id     UUID NOT NULL UNIQUE,
+    topic        TEXT NOT NULL,
+    message_key  TEXT NOT NULL,
+    event_type   TEXT NOT NULL,
+    payload      BYTEA NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    published_at TIMESTAMPTZ,
+    attempts     INT NOT NULL DEFAULT 0,
+    last_error   TEXT
+);
+
+CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;

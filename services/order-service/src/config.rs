@@ -1,0 +1,59 @@
+use std::time::Duration;
+
+use shared_events::config::{CommonArgs, ServiceIdentity, ServiceSettings};
+
+pub const IDENTITY: ServiceIdentity = ServiceIdentity {
+    name: "order-service",
+    database: "orders",
+    http_port: 8080,
+};
+
+/// The Order Service's environment.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "order-service",
+    about = "Takes orders and publishes order_placed events"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How often the outbox relay looks for unpublished events written by other instances.
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 500)]
+    pub outbox_poll_interval_ms: u64,
+    /// How long the producer retries one event before the relay backs off and tries again.
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 15_000)]
+    pub kafka_message_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub service: ServiceSettings,
+    pub outbox_poll_interval: Duration,
+    pub message_timeout: Duration,
+}
+
+impl Config {
+    pub fn into_settings(self) -> Settings {
+        Settings {
+            service: ServiceSettings::from_args(IDENTITY, self.common),
+            outbox_poll_interval: Duration::from_millis(self.outbox_poll_interval_ms),
+            message_timeout: Duration::from_millis(self.kafka_message_timeout_ms),
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for a test against the given broker and database, on port 0.
+    pub fn for_test(bootstrap_servers: &str, database_url: &str, instance_id: &str) -> Self {
+        Settings {
+            service: ServiceSettings::for_test(
+                IDENTITY,
+                bootstrap_servers,
+                database_url,
+                instance_id,
+            ),
+            outbox_poll_interval: Duration::from_millis(200),
+            message_timeout: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The Order Service's queries. Orders and their outbox rows are written together or not at all.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use shared_events::catalog;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    pub unit_price_cents: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct OrderItem {
+    pub sku: String,
+    pub quantity: i32,
+    pub unit_price_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<OrderItem>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(FromRow)]
+struct OrderRow {
+    id: Uuid,
+    customer_id: String,
+    customer_email: String,
+    total_cents: i64,
+    currency: String,
+    created_at: DateTime<Utc>,
+}
+
+/// What the outbox relay publishes.
+pub struct OutboxEvent<'a> {
+    pub event_id: Uuid,
+    pub topic: &'a str,
+    pub key: String,
+    pub event_type: &'a str,
+    pub payload: Vec<u8>,
+}
+
+/// Inserts the catalog's products; prices already stored are left alone.
+pub async fn seed_catalog(pool: &PgPool) -> sqlx::Result<()> {
+    for product in catalog::PRODUCTS {
+        sqlx::query(
+            "INSERT INTO products (sku, name, unit_price_cents, currency) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (sku) DO NOTHING",
+        )
+        .bind(product.sku)
+        .bind(product.name)
+        .bind(product.unit_price_cents)
+        .bind(catalog::CURRENCY)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn products(pool: &PgPool) -> sqlx::Result<Vec<Product>> {
+    sqlx::query_as("SELECT sku, name, unit_price_cents, currency FROM products ORDER BY sku")
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn products_by_sku(pool: &PgPool, skus: &[String]) -> sqlx::Result<Vec<Product>> {
+    sqlx::query_as("SELECT sku, name, unit_price_cents, currency FROM products WHERE sku = ANY($1)")
+        .bind(skus)
+        .fetch_all(pool)
+        .await
+}
+
+/// Stores the order and the event announcing it in one transaction: an order is never
+/// stored without its event, nor an event published for an order that was not stored.
+pub async fn insert_order(
+    pool: &PgPool,
+    order: &Order,
+    event: &OutboxEvent<'_>,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO orders (id, customer_id, customer_email, total_cents, currency, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(order.id)
+    .bind(&order.customer_id)
+    .bind(&order.customer_email)
+    .bind(order.total_cents)
+    .bind(&order.currency)
+    .bind(order.created_at)
+    .execute(&mut *tx)
+    .await?;
+    let line_numbers: Vec<i32> = (1..).take(order.items.len()).collect();
+    let skus: Vec<&str> = order.items.iter().map(|i| i.sku.as_str()).collect();
+    let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
+    let prices: Vec<i64> = order.items.iter().map(|i| i.unit_price_cents).collect();
+    sqlx::query(
+        "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_cents)
+         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[], $5::bigint[])",
+    )
+    .bind(order.id)
+    .bind(&line_numbers)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.event_id)
+    .bind(event.topic)
+    .bind(&event.key)
+    .bind(event.event_type)
+    .bind(&event.payload)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+pub async fn order(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Order>> {
+    let Some(row) = sqlx::query_as::<_, OrderRow>(
+        "SELECT id, customer_id, customer_email, total_cents, currency, created_at FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let items = sqlx::query_as(
+        "SELECT sku, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(Order {
+        id: row.id,
+        customer_id: row.customer_id,
+        customer_email: row.customer_email,
+        items,
+        total_cents: row.total_cents,
+        currency: row.currency,
+        created_at: row.created_at,
+    }))
+}

@@ -1,0 +1,103 @@
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use shared_events::http::Problem;
+
+/// Everything a request can fail with. Client errors become problem+json naming the
+/// problem; internal causes are logged here, once, and never leak into the body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the order is invalid")]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Body(#[from] JsonRejection),
+    #[error("{0}")]
+    BadPath(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// One reason a request was refused, pointing at the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+impl ApiError {
+    fn problem(&self) -> Problem {
+        match self {
+            ApiError::Invalid(errors) => {
+                let detail = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Problem {
+                    extensions: Some(json!({ "errors": errors })),
+                    ..Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid-order",
+                        "Invalid order",
+                        detail,
+                    )
+                }
+            }
+            ApiError::Body(rejection) => body_problem(rejection),
+            ApiError::BadPath(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-path",
+                "Invalid path parameter",
+                detail.clone(),
+            ),
+            ApiError::NotFound(what) => Problem::not_found(what),
+            ApiError::Internal(_) => Problem::internal(),
+        }
+    }
+}
+
+fn body_problem(rejection: &JsonRejection) -> Problem {
+    let (slug, title) = match rejection {
+        JsonRejection::JsonDataError(_) => {
+            ("invalid-body", "Request body does not match the schema")
+        }
+        JsonRejection::JsonSyntaxError(_) => ("malformed-json", "Request body is not valid JSON"),
+        JsonRejection::MissingJsonContentType(_) => (
+            "unsupported-media-type",
+            "Request body must be application/json",
+        ),
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ("body-too-large", "Request body too large")
+        }
+        _ => ("unreadable-body", "Request body could not be read"),
+    };
+    Problem::new(rejection.status(), slug, title, rejection.body_text())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(err) = &self {
+            tracing::error!(error = %format!("{err:#}"), "request failed");
+        }
+        self.problem().into_response()
+    }
+}

@@ -1,0 +1,11 @@
+use clap::Parser;
+use order_service::{Application, Config};
+use shared_events::telemetry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(config.common.log_format);
+    let app = Application::build(config.into_settings()).await?;
+    app.run_until_stopped(telemetry::shutdown_on_signal()).await
+}

@@ -1,0 +1,292 @@
+use std::collections::{HashMap, HashSet};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{SubsecRound, Utc};
+use serde::Deserialize;
+use shared_events::{Envelope, OrderLine, OrderPlaced, catalog, topics};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::db::{self, Order, OrderItem, OutboxEvent};
+use crate::error::{ApiError, FieldError};
+
+/// What a client sends: who is buying what. Prices come from the catalog, never from here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<NewOrderItem>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrderItem {
+    pub sku: String,
+    /// Wider than stored so that an absurd number gets a clear range error, not a type error.
+    pub quantity: i64,
+}
+
+const MAX_ITEMS: usize = 100;
+const MAX_QUANTITY: i64 = 1_000;
+const MAX_TEXT: usize = 254;
+
+/// `POST /orders`: stores the order and its `order_placed` event, answers 201.
+pub async fn place(
+    State(state): State<AppState>,
+    body: Result<Json<NewOrder>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    validate(&request)?;
+    let order = price(&state, request).await?;
+    let event = Envelope::order_placed(
+        OrderPlaced {
+            order_id: order.id,
+            customer_id: order.customer_id.clone(),
+            customer_email: order.customer_email.clone(),
+            items: order
+                .items
+                .iter()
+                .map(|item| OrderLine {
+                    sku: item.sku.clone(),
+                    quantity: item.quantity,
+                    unit_price_cents: item.unit_price_cents,
+                })
+                .collect(),
+            total_cents: order.total_cents,
+            currency: order.currency.clone(),
+        },
+        order.created_at,
+    );
+    let outbox = OutboxEvent {
+        event_id: event.meta.event_id,
+        topic: topics::ORDERS,
+        key: order.id.to_string(),
+        event_type: OrderPlaced::EVENT_TYPE,
+        payload: event.to_json(),
+    };
+    db::insert_order(&state.pool, &order, &outbox).await?;
+    state.orders_placed.inc();
+    state.relay_wake.notify_one();
+    tracing::info!(order_id = %order.id, total_cents = order.total_cents, "order placed");
+    let location = format!("/orders/{}", order.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(order),
+    )
+        .into_response())
+}
+
+/// `GET /orders/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::BadPath(format!("`{id}` is not an order id (a UUID)")))?;
+    db::order(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("order {id}")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    limit: Option<i64>,
+}
+
+/// `GET /orders?limit=N`: the most recent orders, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Vec<Order>>, ApiError> {
+    let limit = params.limit.unwrap_or(50).clamp(1, 500);
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM orders ORDER BY created_at DESC, id LIMIT $1")
+            .bind(limit)
+            .fetch_all(&state.pool)
+            .await?;
+    let mut orders = Vec::with_capacity(ids.len());
+    for id in ids {
+        orders.extend(db::order(&state.pool, id).await?);
+    }
+    Ok(Json(orders))
+}
+
+/// Every rule a well-formed body can still break, reported together.
+fn validate(order: &NewOrder) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    text_rule(&mut errors, "customer_id", &order.customer_id);
+    text_rule(&mut errors, "customer_email", &order.customer_email);
+    if !is_plausible_email(&order.customer_email) {
+        errors.push(FieldError::new(
+            "customer_email",
+            "must be an e-mail address like name@example.com",
+        ));
+    }
+    if order.items.is_empty() {
+        errors.push(FieldError::new("items", "must list at least one item"));
+    }
+    if order.items.len() > MAX_ITEMS {
+        errors.push(FieldError::new(
+            "items",
+            format!("must list at most {MAX_ITEMS} items"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (index, item) in order.items.iter().enumerate() {
+        let field = |name: &str| format!("items[{index}].{name}");
+        if item.sku.trim().is_empty() {
+            errors.push(FieldError::new(field("sku"), "must not be empty"));
+        } else if !seen.insert(item.sku.as_str()) {
+            errors.push(FieldError::new(
+                field("sku"),
+                format!("{} is listed twice; combine the quantities", item.sku),
+            ));
+        }
+        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+            errors.push(FieldError::new(
+                field("quantity"),
+                format!(
+                    "must be between 1 and {MAX_QUANTITY}, got {}",
+                    item.quantity
+                ),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
+fn text_rule(errors: &mut Vec<FieldError>, field: &str, value: &str) {
+    if value.trim().is_empty() {
+        errors.push(FieldError::new(field, "must not be empty"));
+    } else if value.chars().count() > MAX_TEXT {
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {MAX_TEXT} characters"),
+        ));
+    } else if value.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+}
+
+fn is_plausible_email(value: &str) -> bool {
+    match value.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !value.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+/// Prices the order from the catalog; unknown SKUs are a client error.
+async fn price(state: &AppState, request: NewOrder) -> Result<Order, ApiError> {
+    let skus: Vec<String> = request.items.iter().map(|item| item.sku.clone()).collect();
+    let catalog: HashMap<String, db::Product> = db::products_by_sku(&state.pool, &skus)
+        .await?
+        .into_iter()
+        .map(|product| (product.sku.clone(), product))
+        .collect();
+    let mut errors = Vec::new();
+    let mut items = Vec::with_capacity(request.items.len());
+    for (index, item) in request.items.iter().enumerate() {
+        match catalog.get(&item.sku) {
+            Some(product) => items.push(OrderItem {
+                sku: product.sku.clone(),
+                quantity: i32::try_from(item.quantity).expect("validated to 1..=MAX_QUANTITY"),
+                unit_price_cents: product.unit_price_cents,
+            }),
+            None => errors.push(FieldError::new(
+                format!("items[{index}].sku"),
+                format!("{} is not in the catalog (see GET /products)", item.sku),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    // Within limits: at most 100 lines × 1,000 units × the catalog's prices.
+    let total_cents = items
+        .iter()
+        .map(|item| i64::from(item.quantity) * item.unit_price_cents)
+        .sum();
+    Ok(Order {
+        id: Uuid::new_v4(),
+        customer_id: request.customer_id,
+        customer_email: request.customer_email,
+        items,
+        total_cents,
+        currency: catalog::CURRENCY.to_owned(),
+        // PostgreSQL keeps microseconds; the response must equal what GET returns later.
+        created_at: Utc::now().trunc_subsecs(6),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(items: Vec<(&str, i64)>) -> NewOrder {
+        NewOrder {
+            customer_id: "cust-1".into(),
+            customer_email: "ada@example.com".into(),
+            items: items
+                .into_iter()
+                .map(|(sku, quantity)| NewOrderItem {
+                    sku: sku.into(),
+                    quantity,
+                })
+                .collect(),
+        }
+    }
+
+    fn fields(result: Result<(), ApiError>) -> Vec<String> {
+        match result {
+            Err(ApiError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reasonable_order_passes_validation() {
+        validate(&order(vec![("KB-001", 2)])).unwrap();
+    }
+
+    #[test]
+    fn every_broken_rule_is_reported_with_its_field() {
+        let mut bad = order(vec![("KB-001", 0), ("KB-001", 5_000)]);
+        bad.customer_email = "not-an-email".into();
+        assert_eq!(
+            fields(validate(&bad)),
+            [
+                "customer_email",
+                "items[0].quantity",
+                "items[1].sku",
+                "items[1].quantity"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_order_without_items_is_refused() {
+        assert_eq!(fields(validate(&order(vec![]))), ["items"]);
+    }
+}
