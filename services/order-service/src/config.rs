@@ -43,15 +43,10 @@ impl Config {
 }
 
 impl Settings {
-    /// Settings for a test against the given broker and database, on port 0.
-    pub fn for_test(bootstrap_servers: &str, database_url: &str, instance_id: &str) -> Self {
+    /// Settings for a test: the given service settings and a quick relay.
+    pub fn for_test(service: ServiceSettings) -> Self {
         Settings {
-            service: ServiceSettings::for_test(
-                IDENTITY,
-                bootstrap_servers,
-                database_url,
-                instance_id,
-            ),
+            service,
             outbox_poll_interval: Duration::from_millis(200),
             message_timeout: Duration::from_secs(5),
         }

@@ -1,0 +1,174 @@
+//! A real Kafka-protocol broker for the tests: Tansu locally, Apache Kafka in Docker.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, ImageExt};
+use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
+
+use crate::Backend;
+
+pub enum Broker {
+    Tansu(Tansu),
+    Docker {
+        container: ContainerAsync<Kafka>,
+        port: u16,
+    },
+}
+
+impl Broker {
+    pub async fn start(backend: Backend) -> Broker {
+        match backend {
+            Backend::Tansu => Broker::Tansu(Tansu::start()),
+            Backend::Docker => {
+                // A fixed host port survives a container restart, so clients can reconnect.
+                let port = free_port();
+                let container = Kafka::default()
+                    .with_mapped_port(port, KAFKA_PORT)
+                    .start()
+                    .await
+                    .expect("cannot start the Apache Kafka container");
+                Broker::Docker { container, port }
+            }
+        }
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        match self {
+            Broker::Tansu(tansu) => format!("127.0.0.1:{}", tansu.port),
+            Broker::Docker { port, .. } => format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// Stops the broker process; its data stays for [`Broker::restart`].
+    pub async fn stop(&mut self) {
+        match self {
+            Broker::Tansu(tansu) => tansu.stop(),
+            Broker::Docker { container, .. } => container
+                .stop_with_timeout(Some(5))
+                .await
+                .expect("cannot stop the Kafka container"),
+        }
+    }
+
+    /// Starts the broker again on the same address with the same data.
+    pub async fn restart(&mut self) {
+        match self {
+            Broker::Tansu(tansu) => tansu.spawn(),
+            Broker::Docker { container, port } => {
+                container
+                    .start()
+                    .await
+                    .expect("cannot restart the Kafka container");
+                wait_for_port(*port);
+            }
+        }
+    }
+}
+
+/// A Tansu broker process with durable sqlite storage in a temporary directory.
+pub struct Tansu {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    fn start() -> Tansu {
+        let mut tansu = Tansu {
+            port: free_port(),
+            dir: tempfile::Builder::new()
+                .prefix("shop-tansu-")
+                .tempdir()
+                .expect("cannot create a temp dir"),
+            child: None,
+        };
+        tansu.spawn();
+        tansu
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "Tansu is already running");
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .expect("cannot open the Tansu log");
+        let child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+            ])
+            // A relative sqlite path: Tansu resolves it against its working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(
+                log.try_clone().expect("cannot share the log file"),
+            ))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", tansu_binary().display()));
+        self.child = Some(child);
+        wait_for_port(self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `TANSU_BIN`, else where `scripts/install-tansu.sh` puts it, else `tansu` on the PATH.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TANSU_BIN") {
+        return bin.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")));
+    if let Some(bin) = cache
+        .map(|c| c.join("shop/tansu-0.6.0/bin/tansu"))
+        .filter(|bin| bin.exists())
+    {
+        return bin;
+    }
+    PathBuf::from("tansu")
+}
+
+/// A port nobody listens on right now. Tansu panics if its port is taken, so each broker
+/// gets its own.
+pub fn free_port() -> u16 {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("cannot bind an ephemeral port");
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "broker did not listen on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

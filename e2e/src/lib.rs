@@ -1,0 +1,73 @@
+//! Test harness: the real services, started in this process on port 0, against a real
+//! Kafka-protocol broker and PostgreSQL.
+//!
+//! The backend is chosen by `SHOP_E2E_BACKEND`: `tansu` (a local Tansu broker process and
+//! the local PostgreSQL), `docker` (Apache Kafka and PostgreSQL in testcontainers), or unset
+//! to use Docker when a Docker engine is reachable and Tansu otherwise. The test bodies are
+//! the same either way.
+
+pub mod broker;
+pub mod database;
+pub mod stack;
+
+pub use broker::Broker;
+pub use stack::{Consumer, Running, Stack};
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Which backend the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Tansu,
+    Docker,
+}
+
+impl Backend {
+    pub fn from_env() -> Self {
+        match std::env::var("SHOP_E2E_BACKEND").as_deref() {
+            Ok("tansu") => Backend::Tansu,
+            Ok("docker") => Backend::Docker,
+            Ok(other) if !other.is_empty() => {
+                panic!("SHOP_E2E_BACKEND={other}: expected tansu or docker")
+            }
+            _ if docker_available() => Backend::Docker,
+            _ => Backend::Tansu,
+        }
+    }
+}
+
+fn docker_available() -> bool {
+    std::env::var_os("DOCKER_HOST").is_some()
+        || std::path::Path::new("/var/run/docker.sock").exists()
+}
+
+/// Logs from the services under test, shown for failing tests (`RUST_LOG` filters them).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,rdkafka=warn,sqlx=warn,tower_http=warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,226 @@
+//! One test's world: a broker, databases of its own, and the services started on demand.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+use shared_events::app::ConsumerApp;
+use shared_events::config::{ServiceIdentity, ServiceSettings};
+use shared_events::kafka::Handler;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::database::Database;
+use crate::{Backend, Broker};
+
+/// The four consumer services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumer {
+    Inventory,
+    Payment,
+    Email,
+    Analytics,
+}
+
+impl Consumer {
+    pub const ALL: [Consumer; 4] = [
+        Consumer::Inventory,
+        Consumer::Payment,
+        Consumer::Email,
+        Consumer::Analytics,
+    ];
+
+    pub fn identity(self) -> ServiceIdentity {
+        match self {
+            Consumer::Inventory => inventory_service::IDENTITY,
+            Consumer::Payment => payment_service::IDENTITY,
+            Consumer::Email => email_service::IDENTITY,
+            Consumer::Analytics => analytics_service::IDENTITY,
+        }
+    }
+}
+
+pub struct Stack {
+    pub backend: Backend,
+    pub broker: Broker,
+    pub database: Database,
+    /// Sets this test's databases apart from every other test's.
+    pub prefix: String,
+    pub mail_dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+/// A service running in this process.
+pub struct Running {
+    pub name: String,
+    pub port: u16,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn spawn<F>(name: String, port: u16, run: impl FnOnce(CancellationToken) -> F) -> Running
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(shutdown.clone()));
+        Running {
+            name,
+            port,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Graceful shutdown, as on SIGTERM: finish the event in hand, commit, leave the group.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap_or_else(|_| panic!("{} did not stop within 30 s", self.name));
+        result
+            .expect("service task panicked")
+            .unwrap_or_else(|err| panic!("{} failed: {err:#}", self.name));
+    }
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        crate::init_logging();
+        let backend = Backend::from_env();
+        let (broker, database) = tokio::join!(Broker::start(backend), Database::start(backend));
+        let prefix = format!("e2e_{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        tracing::info!(?backend, bootstrap = %broker.bootstrap_servers(), %prefix, "test stack started");
+        Stack {
+            backend,
+            broker,
+            database,
+            prefix,
+            mail_dir: tempfile::Builder::new()
+                .prefix("shop-mail-")
+                .tempdir()
+                .expect("cannot create a mail dir"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn settings(&self, identity: ServiceIdentity, instance: &str) -> ServiceSettings {
+        let database = self
+            .database
+            .url(&format!("{}{}", self.prefix, identity.database));
+        ServiceSettings::for_test(
+            identity,
+            &self.broker.bootstrap_servers(),
+            &database,
+            instance,
+        )
+    }
+
+    pub async fn start_order_service(&self) -> Running {
+        let identity = order_service::IDENTITY;
+        let settings = order_service::Settings::for_test(self.settings(identity, "order-1"));
+        let app = order_service::Application::build(settings)
+            .await
+            .expect("order-service failed to start");
+        Running::spawn(identity.name.to_owned(), app.port(), |stop| {
+            app.run_until_stopped(stop)
+        })
+    }
+
+    /// Starts one instance of a consumer service in its default group.
+    pub async fn start_consumer(&self, consumer: Consumer, instance: &str) -> Running {
+        self.start_consumer_with(consumer, instance, |_| {}).await
+    }
+
+    /// Starts one instance after `configure` adjusted its settings (another group, another
+    /// database).
+    pub async fn start_consumer_with(
+        &self,
+        consumer: Consumer,
+        instance: &str,
+        configure: impl FnOnce(&mut ServiceSettings),
+    ) -> Running {
+        let mut settings = self.settings(consumer.identity(), instance);
+        configure(&mut settings);
+        let name = format!("{}[{instance}]", settings.name);
+        match consumer {
+            Consumer::Inventory => spawn_consumer(name, inventory_service::build(settings).await),
+            Consumer::Payment => spawn_consumer(name, payment_service::build(settings).await),
+            Consumer::Email => {
+                let settings = email_service::Settings {
+                    service: settings,
+                    smtp_url: None,
+                    mail_dir: self.mail_dir.path().to_owned(),
+                    mail_from: "Shop <shop@example.com>".to_owned(),
+                };
+                spawn_consumer(name, email_service::build(settings).await)
+            }
+            Consumer::Analytics => spawn_consumer(name, analytics_service::build(settings).await),
+        }
+    }
+
+    /// Places an order and returns the stored order from the 201 response.
+    pub async fn place_order(&self, order_service: &Running, body: &Value) -> Value {
+        let response = self
+            .http
+            .post(order_service.url("/orders"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /orders failed to send");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, 201, "POST /orders answered {status}: {text}");
+        serde_json::from_str(&text).expect("POST /orders returned JSON")
+    }
+
+    /// GETs a JSON document, or `None` while the service answers anything but 200.
+    pub async fn get_json(&self, service: &Running, path: impl AsRef<str>) -> Option<Value> {
+        let response = self
+            .http
+            .get(service.url(path.as_ref()))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// How many events an instance handled, by outcome, from its `/metrics`.
+    pub async fn events_handled(&self, service: &Running, outcome: &str) -> u64 {
+        let metrics = self
+            .http
+            .get(service.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap();
+        let prefix = format!("_consumer_events_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.split_once(&prefix)
+                    .map(|(_, n)| n.trim().parse::<f64>().unwrap() as u64)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Drops this test's databases.
+    pub async fn finish(self) {
+        self.database.drop_databases(&self.prefix).await;
+    }
+}
+
+fn spawn_consumer<H: Handler>(name: String, app: anyhow::Result<ConsumerApp<H>>) -> Running {
+    let app = app.unwrap_or_else(|err| panic!("{name} failed to start: {err:#}"));
+    Running::spawn(name, app.port(), |stop| app.run_until_stopped(stop))
+}
