@@ -35,7 +35,7 @@ pub struct CommonArgs {
     /// Consumer group [default: the service name].
     #[arg(long, env = "KAFKA_GROUP_ID")]
     pub kafka_group_id: Option<String>,
-    /// Names this instance in logs, client ids and `/assignment` [default: service-pid].
+    /// Names this instance in logs, client ids and `/assignment` [default: service-$HOSTNAME, else service-pid].
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// Replication factor for topics this service creates (3 on a real cluster).
@@ -89,9 +89,13 @@ impl ServiceSettings {
     }
 
     pub fn from_args(identity: ServiceIdentity, args: CommonArgs) -> Self {
-        let instance_id = args
-            .instance_id
-            .unwrap_or_else(|| format!("{}-{}", identity.name, std::process::id()));
+        let instance_id = args.instance_id.unwrap_or_else(|| {
+            // In a container the pid is always 1, but the hostname differs per replica.
+            match std::env::var("HOSTNAME") {
+                Ok(host) if !host.is_empty() => format!("{}-{host}", identity.name),
+                _ => format!("{}-{}", identity.name, std::process::id()),
+            }
+        });
         ServiceSettings {
             name: identity.name,
             http_addr: args.http_addr.unwrap_or(SocketAddr::from((
