@@ -26,10 +26,8 @@ pub async fn connect(url: &str, migrator: &Migrator, timeout: Duration) -> anyho
         })?;
     if !exists {
         if let Err(err) = Postgres::create_database(url).await {
-            // 42P04: another instance created it between our check and our create.
-            let raced =
-                matches!(&err, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P04"));
-            if !raced {
+            // Another instance may have created it between our check and our create.
+            if !Postgres::database_exists(url).await.unwrap_or(false) {
                 return Err(err).with_context(|| format!("cannot create database {shown}"));
             }
         }

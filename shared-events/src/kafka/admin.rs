@@ -1,9 +1,12 @@
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
 
 use crate::config::KafkaSettings;
 use crate::topics;
@@ -15,13 +18,51 @@ use crate::topics;
 /// service calls this at start-up, so the order in which services start does not matter.
 /// Retries until `startup_timeout`, so a service may start a little before its broker.
 pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = super::base_config(settings)
-        .create()
-        .context("invalid Kafka admin client configuration")?;
-    let dead_letters = topics::dead_letter_topic(topics::ORDERS);
+    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
+        super::base_config(settings)
+            .create()
+            .context("invalid Kafka admin client configuration")?,
+    );
+    let names = [
+        topics::ORDERS.to_owned(),
+        topics::dead_letter_topic(topics::ORDERS),
+    ];
+    let deadline = Instant::now() + settings.startup_timeout;
+    loop {
+        let failure = match create_missing(&admin, settings, &names).await {
+            Ok(()) => return Ok(()),
+            Err(failure) => failure,
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "cannot create topics on Kafka at {}: {failure} (is the broker running? \
+                 set KAFKA_BOOTSTRAP_SERVERS)",
+                settings.bootstrap_servers
+            );
+        }
+        tracing::warn!(error = %failure, "topics not ready yet, retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn create_missing(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    settings: &KafkaSettings,
+    names: &[String],
+) -> Result<(), String> {
+    let client = Arc::clone(admin);
+    let metadata = super::blocking(move || {
+        client
+            .inner()
+            .fetch_metadata(None, Timeout::After(Duration::from_secs(5)))
+    })
+    .await
+    .map_err(|err| err.to_string())?;
+    let existing: HashSet<&str> = metadata.topics().iter().map(|t| t.name()).collect();
     let min_insync = settings.topic_min_insync_replicas.map(|n| n.to_string());
-    let wanted: Vec<NewTopic<'_>> = [topics::ORDERS, dead_letters.as_str()]
-        .into_iter()
+    let missing: Vec<NewTopic<'_>> = names
+        .iter()
+        .filter(|name| !existing.contains(name.as_str()))
         .map(|name| {
             let topic = NewTopic::new(
                 name,
@@ -34,35 +75,34 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
             }
         })
         .collect();
+    if missing.is_empty() {
+        tracing::info!(topics = ?names, "topics ready");
+        return Ok(());
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let deadline = Instant::now() + settings.startup_timeout;
-    loop {
-        let attempt = admin.create_topics(&wanted, &options).await;
-        let failure = match attempt {
-            Ok(results) => {
-                let failed: Vec<String> = results
-                    .into_iter()
-                    .filter_map(|result| match result {
-                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
-                        Err((topic, code)) => Some(format!("{topic}: {code}")),
-                    })
-                    .collect();
-                if failed.is_empty() {
-                    tracing::info!(topics = ?[topics::ORDERS, &dead_letters], "topics ready");
-                    return Ok(());
-                }
-                failed.join(", ")
+    let results = admin
+        .create_topics(&missing, &options)
+        .await
+        .map_err(|err| err.to_string())?;
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|result| match result {
+            Ok(topic) => {
+                tracing::info!(
+                    topic,
+                    partitions = topics::ORDERS_PARTITIONS,
+                    "created topic"
+                );
+                None
             }
-            Err(err) => err.to_string(),
-        };
-        if Instant::now() >= deadline {
-            bail!(
-                "cannot create topics on Kafka at {}: {failure} (is the broker running? \
-                 set KAFKA_BOOTSTRAP_SERVERS)",
-                settings.bootstrap_servers
-            );
-        }
-        tracing::warn!(error = %failure, "topics not ready yet, retrying");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+            // Another service created it since the metadata was read.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+            Err((topic, code)) => Some(format!("{topic}: {code}")),
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join(", "))
     }
 }

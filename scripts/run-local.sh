@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Runs the whole shop on this machine, no Docker: a Tansu broker (durable sqlite storage
+# under the data dir), then the Order Service and the four consumer services against the
+# local PostgreSQL, their logs interleaved in this terminal. Ctrl-C stops everything.
+#
+#   scripts/run-local.sh                           # one instance of each service
+#   scripts/run-local.sh --scale inventory=2       # two inventory instances share the partitions
+#   scripts/run-local.sh --release --data-dir /tmp/shop
+#
+# Instance N of a service listens on its port + 100*(N-1): inventory 8081, 8181, 8281...
+# Environment: POSTGRES_URL (default postgres://postgres@127.0.0.1:5432), KAFKA_PORT (9092),
+# SMTP_URL (unset: mail goes to DATA_DIR/mail as .eml files), RUST_LOG.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$root"
+
+services=(order-service inventory-service payment-service email-service analytics-service)
+declare -A port=([order-service]=8080 [inventory-service]=8081 [payment-service]=8082 [email-service]=8083 [analytics-service]=8084)
+declare -A database=([order-service]=orders [inventory-service]=inventory [payment-service]=payments [email-service]=email [analytics-service]=analytics)
+declare -A instances=()
+for service in "${services[@]}"; do instances[$service]=1; done
+profile=debug
+data_dir=.data
+kafka_port=${KAFKA_PORT:-9092}
+
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --scale)
+      [ $# -ge 2 ] || usage 1
+      name=${2%%=*}; count=${2#*=}
+      name=${name%-service}-service
+      [ -n "${port[$name]:-}" ] || die "--scale $2: no service called ${2%%=*} (one of: ${services[*]%-service})"
+      [[ $count =~ ^[1-6]$ ]] || die "--scale $2: instances must be 1 to 6 (orders has 6 partitions)"
+      instances[$name]=$count; shift 2 ;;
+    --release) profile=release; shift ;;
+    --data-dir) [ $# -ge 2 ] || usage 1; data_dir=$2; shift 2 ;;
+    -h|--help) usage ;;
+    *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 1 ;;
+  esac
+done
+
+require_postgres
+(exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null &&
+  die "port $kafka_port is taken (another broker?): stop it or set KAFKA_PORT"
+
+tansu=$(scripts/install-tansu.sh)
+say "building the services ($profile)"
+build=(cargo build --locked)
+[ "$profile" = release ] && build+=(--release)
+for service in "${services[@]}"; do build+=(-p "$service"); done
+"${build[@]}"
+
+mkdir -p "$data_dir/tansu" "$data_dir/mail"
+data_dir=$(cd "$data_dir" && pwd)
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  say "stopping (SIGTERM: each service finishes the event in hand, commits and leaves its group)"
+  # Services first, so they can commit their offsets; the broker last.
+  if [ ${#pids[@]} -gt 1 ]; then
+    kill -TERM "${pids[@]:1}" 2>/dev/null || true
+    wait "${pids[@]:1}" 2>/dev/null || true
+  fi
+  kill -TERM "${pids[0]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop_all INT TERM EXIT
+
+# True while every process started so far runs (an exited child stays a zombie until waited).
+all_alive() {
+  local pid state
+  for pid in "${pids[@]}"; do
+    state=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+    [[ $state != Z* ]] || return 1
+  done
+}
+
+# Prefixes every line with the process's name, in a colour of its own.
+colours=(36 33 32 35 34 31 96 93 92 95)
+label() {
+  local name=$1 colour=${colours[$2 % ${#colours[@]}]}
+  sed -u "s/^/$(printf '\033[%sm%-20s\033[0m' "$colour" "$name") /"
+}
+
+say "starting Tansu on 127.0.0.1:$kafka_port (data: $data_dir/tansu/tansu.db)"
+# In a session of its own, so Ctrl-C reaches only the services: the broker must outlive them
+# while they commit their offsets and leave their groups; stop_all stops it last.
+( cd "$data_dir/tansu" && exec setsid "$tansu" broker \
+    --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+    --storage-engine sqlite://tansu.db ) > >(label tansu 0) 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break; sleep 0.1; done
+
+n=1
+urls=()
+for service in "${services[@]}"; do
+  for i in $(seq "${instances[$service]}"); do
+    http_port=$(( ${port[$service]} + 100 * (i - 1) ))
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port \
+    DATABASE_URL=$POSTGRES_URL/${database[$service]} \
+    HTTP_ADDR=127.0.0.1:$http_port \
+    INSTANCE_ID=${service%-service}-$i \
+    MAIL_DIR=$data_dir/mail \
+      "target/$profile/$service" > >(label "${service%-service}-$i" "$n") 2>&1 &
+    pids+=($!)
+    urls+=("$(printf '%-22s http://127.0.0.1:%s' "${service%-service}-$i" "$http_port")")
+    n=$((n + 1))
+  done
+done
+
+for url in "${urls[@]}"; do
+  for _ in $(seq 600); do
+    curl -fs "${url##* }/readyz" >/dev/null 2>&1 && break
+    all_alive || die "a process exited during start-up; see its log above"
+    sleep 0.1
+  done
+done
+
+cat >&2 <<MSG
+
+$(printf '\033[1m')shop is running$(printf '\033[0m'). Ctrl-C stops everything.
+$(printf '  %s\n' "${urls[@]}")
+
+  curl -s localhost:8080/products
+  curl -si -X POST localhost:8080/orders -H 'content-type: application/json' \\
+       -d '{"customer_id":"cust-1","customer_email":"ada@example.com","items":[{"sku":"KB-001","quantity":2}]}'
+  curl -s localhost:8081/stock; curl -s localhost:8082/payments; curl -s localhost:8083/emails; curl -s localhost:8084/stats
+  curl -s localhost:8081/assignment        # which partitions this instance holds
+  scripts/demo.sh                           # places a few orders and shows what each service did
+
+MSG
+wait

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, the compose file, unit, router and
+# end-to-end tests against a real Tansu broker and the local PostgreSQL.
+#
+#   scripts/test.sh                    # everything
+#   scripts/test.sh -E 'test(replay)'  # extra arguments go to cargo nextest
+#
+# Needs PostgreSQL (127.0.0.1:5432, or POSTGRES_URL). Installs Tansu on first use (cached).
+# With a Docker engine, the end-to-end tests use testcontainers instead (SHOP_E2E_BACKEND).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$root"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "docker-compose.yml (offline validation)"
+scripts/check-compose.sh
+
+require_postgres
+export SHOP_TEST_POSTGRES_URL=${SHOP_TEST_POSTGRES_URL:-$POSTGRES_URL}
+export DATABASE_URL=${DATABASE_URL:-$POSTGRES_URL/postgres}
+# Databases an interrupted run left behind: each test names its own e2e_<random>_<service>.
+if command -v psql >/dev/null; then
+  psql "$POSTGRES_URL/postgres" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'e2e\_%'" 2>/dev/null |
+    while read -r db; do psql "$POSTGRES_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done || true
+fi
+
+TANSU_BIN=$(scripts/install-tansu.sh)
+export TANSU_BIN
+
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
