@@ -127,7 +127,6 @@ $(printf '  %s\n' "${urls[@]}")
        -d '{"customer_id":"cust-1","customer_email":"ada@example.com","items":[{"sku":"KB-001","quantity":2}]}'
   curl -s localhost:8081/stock; curl -s localhost:8082/payments; curl -s localhost:8083/emails; curl -s localhost:8084/stats
   curl -s localhost:8081/assignment        # which partitions this instance holds
-  scripts/demo.sh                           # places a few orders and shows what each service did
 
 MSG
 wait

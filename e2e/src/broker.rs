@@ -14,7 +14,7 @@ use crate::Backend;
 pub enum Broker {
     Tansu(Tansu),
     Docker {
-        container: ContainerAsync<Kafka>,
+        container: Box<ContainerAsync<Kafka>>,
         port: u16,
     },
 }
@@ -31,7 +31,10 @@ impl Broker {
                     .start()
                     .await
                     .expect("cannot start the Apache Kafka container");
-                Broker::Docker { container, port }
+                Broker::Docker {
+                    container: Box::new(container),
+                    port,
+                }
             }
         }
     }
