@@ -112,7 +112,10 @@ impl Tansu {
             // A relative sqlite path: Tansu resolves it against its working directory.
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(self.dir.path())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SHOP_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::from(
                 log.try_clone().expect("cannot share the log file"),
             ))
@@ -134,6 +137,12 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.stop();
+        if let Ok(keep) = std::env::var("SHOP_TANSU_KEEP") {
+            let _ = std::fs::copy(
+                self.dir.path().join("tansu.log"),
+                format!("{keep}-{}.log", self.port),
+            );
+        }
     }
 }
 

@@ -105,7 +105,10 @@ impl Stack {
                 .prefix("shop-mail-")
                 .tempdir()
                 .expect("cannot create a mail dir"),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("an HTTP client"),
         }
     }
 
@@ -162,6 +165,43 @@ impl Stack {
             }
             Consumer::Analytics => spawn_consumer(name, analytics_service::build(settings).await),
         }
+    }
+
+    /// Starts an email-service instance that sends through `smtp_url` instead of the mail dir.
+    pub async fn start_email_via_smtp(&self, instance: &str, smtp_url: &str) -> Running {
+        let settings = email_service::Settings {
+            service: self.settings(email_service::IDENTITY, instance),
+            smtp_url: Some(smtp_url.to_owned()),
+            mail_dir: self.mail_dir.path().to_owned(),
+            mail_from: "Shop <shop@example.com>".to_owned(),
+        };
+        spawn_consumer(
+            format!("email-service[{instance}]"),
+            email_service::build(settings).await,
+        )
+    }
+
+    /// Kafka settings for a plain client of this test's broker (tools, raw producers).
+    pub fn kafka(&self) -> shared_events::config::KafkaSettings {
+        self.settings(order_service::IDENTITY, "test-client").kafka
+    }
+
+    /// Produces raw bytes straight to `orders`, bypassing the Order Service.
+    pub async fn produce_raw(&self, key: &str, payload: &[u8]) {
+        let producer =
+            shared_events::kafka::EventProducer::connect(&self.kafka(), Duration::from_secs(10))
+                .await
+                .expect("a raw producer connects");
+        let record = shared_events::kafka::OutgoingRecord {
+            topic: shared_events::topics::ORDERS,
+            key: key.as_bytes(),
+            payload,
+            headers: &[],
+        };
+        producer
+            .send(record)
+            .await
+            .expect("the raw message is acknowledged");
     }
 
     /// Places an order and returns the stored order from the 201 response.

@@ -29,7 +29,7 @@ impl ConsumerMetrics {
         };
         registry.register(
             "consumer_events",
-            "Events consumed from Kafka, by outcome (processed, retried, dead_lettered)",
+            "Events consumed from Kafka, by outcome (processed, duplicate, retried, dead_lettered)",
             metrics.events.clone(),
         );
         registry.register(

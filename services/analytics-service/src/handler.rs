@@ -1,5 +1,5 @@
 use shared_events::db::claim_event;
-use shared_events::kafka::{Handler, HandlerError};
+use shared_events::kafka::{Handled, Handler, HandlerError};
 use shared_events::{Envelope, Event};
 use sqlx::PgPool;
 
@@ -9,12 +9,12 @@ pub struct CountOrder {
 }
 
 impl Handler for CountOrder {
-    async fn handle(&self, event: &Envelope<Event>) -> Result<(), HandlerError> {
+    async fn handle(&self, event: &Envelope<Event>) -> Result<Handled, HandlerError> {
         let Event::OrderPlaced(order) = &event.data;
         let mut tx = self.pool.begin().await?;
         if !claim_event(&mut tx, event.meta.event_id).await? {
             tracing::info!("event already handled; nothing to do");
-            return Ok(());
+            return Ok(Handled::Duplicate);
         }
         let counted = sqlx::query(
             "INSERT INTO counted_orders (order_id, total_cents, currency, occurred_at) VALUES ($1, $2, $3, $4)
@@ -29,7 +29,7 @@ impl Handler for CountOrder {
         if counted.rows_affected() == 0 {
             tracing::warn!(order_id = %order.order_id, "order was already counted by an earlier event");
             tx.commit().await?;
-            return Ok(());
+            return Ok(Handled::Duplicate);
         }
         sqlx::query(
             "INSERT INTO revenue (currency, orders, revenue_cents) VALUES ($1, 1, $2)
@@ -56,6 +56,6 @@ impl Handler for CountOrder {
         }
         tx.commit().await?;
         tracing::info!(order_id = %order.order_id, "order counted");
-        Ok(())
+        Ok(Handled::Applied)
     }
 }

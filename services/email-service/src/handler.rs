@@ -5,7 +5,7 @@ use lettre::Message;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use shared_events::db::claim_event;
-use shared_events::kafka::{Handler, HandlerError};
+use shared_events::kafka::{Handled, Handler, HandlerError};
 use shared_events::{Envelope, Event, OrderPlaced};
 use sqlx::PgPool;
 
@@ -24,12 +24,12 @@ pub struct SendConfirmation {
 }
 
 impl Handler for SendConfirmation {
-    async fn handle(&self, event: &Envelope<Event>) -> Result<(), HandlerError> {
+    async fn handle(&self, event: &Envelope<Event>) -> Result<Handled, HandlerError> {
         let Event::OrderPlaced(order) = &event.data;
         let mut tx = self.pool.begin().await?;
         if !claim_event(&mut tx, event.meta.event_id).await? {
             tracing::info!("event already handled; nothing to do");
-            return Ok(());
+            return Ok(Handled::Duplicate);
         }
         let already_sent: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM emails WHERE order_id = $1)")
@@ -39,7 +39,7 @@ impl Handler for SendConfirmation {
         if already_sent {
             tracing::warn!(order_id = %order.order_id, "confirmation already sent for this order");
             tx.commit().await?;
-            return Ok(());
+            return Ok(Handled::Duplicate);
         }
         let to: Mailbox = order
             .customer_email
@@ -75,7 +75,7 @@ impl Handler for SendConfirmation {
         .await?;
         tx.commit().await?;
         tracing::info!(order_id = %order.order_id, recipient = %to.email, "confirmation sent");
-        Ok(())
+        Ok(Handled::Applied)
     }
 }
 

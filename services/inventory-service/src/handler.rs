@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use shared_events::db::claim_event;
-use shared_events::kafka::{Handler, HandlerError};
+use shared_events::kafka::{Handled, Handler, HandlerError};
 use shared_events::{Envelope, Event, OrderPlaced};
 use sqlx::{PgConnection, PgPool};
 
@@ -11,12 +11,12 @@ pub struct ReserveStock {
 }
 
 impl Handler for ReserveStock {
-    async fn handle(&self, event: &Envelope<Event>) -> Result<(), HandlerError> {
+    async fn handle(&self, event: &Envelope<Event>) -> Result<Handled, HandlerError> {
         let Event::OrderPlaced(order) = &event.data;
         let mut tx = self.pool.begin().await?;
         if !claim_event(&mut tx, event.meta.event_id).await? {
             tracing::info!("event already handled; nothing to do");
-            return Ok(());
+            return Ok(Handled::Duplicate);
         }
         let decision = reserve(&mut tx, order).await?;
         sqlx::query(
@@ -47,7 +47,7 @@ impl Handler for ReserveStock {
             Ok(()) => tracing::info!(order_id = %order.order_id, "stock reserved"),
             Err(reason) => tracing::warn!(order_id = %order.order_id, %reason, "order rejected"),
         }
-        Ok(())
+        Ok(Handled::Applied)
     }
 }
 

@@ -89,6 +89,7 @@ pub async fn insert_order(
     pool: &PgPool,
     order: &Order,
     event: &OutboxEvent<'_>,
+    idempotency_key: Option<&str>,
 ) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -128,6 +129,15 @@ pub async fn insert_order(
     .bind(&event.payload)
     .execute(&mut *tx)
     .await?;
+    if let Some(key) = idempotency_key {
+        sqlx::query(
+            "UPDATE idempotency_keys SET order_id = $1, completed_at = now() WHERE key = $2",
+        )
+        .bind(order.id)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await
 }
 

@@ -17,6 +17,12 @@ pub enum ApiError {
     BadPath(String),
     #[error("{0} does not exist")]
     NotFound(String),
+    #[error("the Idempotency-Key header is malformed")]
+    BadIdempotencyKey,
+    #[error("the Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still being handled")]
+    RequestInFlight,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -70,6 +76,24 @@ impl ApiError {
                 detail.clone(),
             ),
             ApiError::NotFound(what) => Problem::not_found(what),
+            ApiError::BadIdempotencyKey => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            ),
+            ApiError::IdempotencyKeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                "this Idempotency-Key was already used for a different request; use a new key",
+            ),
+            ApiError::RequestInFlight => Problem::new(
+                StatusCode::CONFLICT,
+                "request-in-flight",
+                "Request in flight",
+                "a request with this Idempotency-Key is still being handled; retry shortly",
+            ),
             ApiError::Internal(_) => Problem::internal(),
         }
     }

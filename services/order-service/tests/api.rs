@@ -318,3 +318,109 @@ async fn the_catalog_lists_every_product_with_its_price(pool: PgPool) {
             .all(|p| p["unit_price_cents"].as_i64().unwrap() > 0)
     );
 }
+
+fn post_with_key(key: &str, body: &Value) -> Request<Body> {
+    Request::post("/orders")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", key)
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_retry_with_the_same_idempotency_key_returns_the_original_order_and_publishes_nothing_new(
+    pool: PgPool,
+) {
+    let app = app(&pool).await;
+
+    let (first_status, _, first) = send(&app, post_with_key("retry-1", &valid_order())).await;
+    let (second_status, _, second) = send(&app, post_with_key("retry-1", &valid_order())).await;
+
+    assert_eq!(
+        (first_status, second_status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert_eq!(second, first, "the same order, same id");
+    assert_eq!(count(&pool, "orders").await, 1);
+    assert_eq!(count(&pool, "outbox").await, 1, "one event, not two");
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn an_idempotency_key_reused_for_a_different_order_is_a_422(pool: PgPool) {
+    let app = app(&pool).await;
+    send(&app, post_with_key("reused", &valid_order())).await;
+    let mut other = valid_order();
+    other["items"][0]["quantity"] = json!(5);
+
+    let (status, content_type, body) = send(&app, post_with_key("reused", &other)).await;
+
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["type"], "/problems/idempotency-key-reused");
+    assert_eq!(count(&pool, "orders").await, 1);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_request_whose_key_is_still_in_flight_is_a_409(pool: PgPool) {
+    let app = app(&pool).await;
+    // What a concurrent request leaves between claiming the key and storing its order.
+    let canonical = serde_json::to_string(
+        &serde_json::from_value::<order_service::routes::NewOrder>(valid_order()).unwrap(),
+    )
+    .unwrap();
+    sqlx::query("INSERT INTO idempotency_keys (key, request) VALUES ('busy', $1)")
+        .bind(canonical)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let (status, _, body) = send(&app, post_with_key("busy", &valid_order())).await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["type"], "/problems/request-in-flight");
+    assert_eq!(count(&pool, "orders").await, 0);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn concurrent_requests_with_one_key_place_one_order(pool: PgPool) {
+    let app = app(&pool).await;
+    let requests = (0..8).map(|_| send(&app, post_with_key("race", &valid_order())));
+
+    let answers = futures::future::join_all(requests).await;
+
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|(status, _, _)| status.as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
+    let ids: std::collections::HashSet<&Value> = answers
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::CREATED)
+        .map(|(_, _, body)| &body["id"])
+        .collect();
+    assert_eq!(ids.len(), 1, "every 201 names the same order");
+    assert_eq!(count(&pool, "orders").await, 1);
+    assert_eq!(count(&pool, "outbox").await, 1);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_failed_request_gives_its_key_back_and_a_malformed_key_is_a_400(pool: PgPool) {
+    let app = app(&pool).await;
+    let mut unknown_sku = valid_order();
+    unknown_sku["items"][0]["sku"] = json!("NOPE-1");
+    let (status, _, _) = send(&app, post_with_key("fix-and-retry", &unknown_sku)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _, _) = send(&app, post_with_key("fix-and-retry", &valid_order())).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the corrected request may use the same key"
+    );
+
+    let (status, _, body) = send(&app, post_with_key(&"k".repeat(256), &valid_order())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["type"], "/problems/invalid-idempotency-key");
+}

@@ -1,5 +1,5 @@
 use shared_events::db::claim_event;
-use shared_events::kafka::{Handler, HandlerError};
+use shared_events::kafka::{Handled, Handler, HandlerError};
 use shared_events::{Envelope, Event};
 use sqlx::PgPool;
 
@@ -10,12 +10,12 @@ pub struct ChargeOrder {
 }
 
 impl Handler for ChargeOrder {
-    async fn handle(&self, event: &Envelope<Event>) -> Result<(), HandlerError> {
+    async fn handle(&self, event: &Envelope<Event>) -> Result<Handled, HandlerError> {
         let Event::OrderPlaced(order) = &event.data;
         let mut tx = self.pool.begin().await?;
         if !claim_event(&mut tx, event.meta.event_id).await? {
             tracing::info!("event already handled; nothing to do");
-            return Ok(());
+            return Ok(Handled::Duplicate);
         }
         let charged = sqlx::query(
             "INSERT INTO charges (order_id, event_id, customer_id, amount_cents, currency, status)
@@ -29,11 +29,11 @@ impl Handler for ChargeOrder {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        if charged.rows_affected() == 1 {
-            tracing::info!(order_id = %order.order_id, amount_cents = order.total_cents, "order charged");
-        } else {
+        if charged.rows_affected() == 0 {
             tracing::warn!(order_id = %order.order_id, "order was already charged by an earlier event");
+            return Ok(Handled::Duplicate);
         }
-        Ok(())
+        tracing::info!(order_id = %order.order_id, amount_cents = order.total_cents, "order charged");
+        Ok(Handled::Applied)
     }
 }

@@ -27,7 +27,16 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(
         &self,
         event: &Envelope<Event>,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+    ) -> impl Future<Output = Result<Handled, HandlerError>> + Send;
+}
+
+/// What handling an event did, so metrics can tell first deliveries from redeliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// The event's effects were applied.
+    Applied,
+    /// The event (or its order) had been handled before: nothing changed.
+    Duplicate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -321,9 +330,13 @@ impl<H: Handler> EventConsumer<H> {
         loop {
             attempt += 1;
             let error = match self.handler.handle(&event).await {
-                Ok(()) => {
+                Ok(Handled::Applied) => {
                     self.metrics.observe("processed", started.elapsed());
                     tracing::debug!(attempt, "event processed");
+                    return Outcome::Settled;
+                }
+                Ok(Handled::Duplicate) => {
+                    self.metrics.observe("duplicate", started.elapsed());
                     return Outcome::Settled;
                 }
                 Err(HandlerError::Permanent(err)) => {

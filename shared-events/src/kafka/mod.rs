@@ -3,12 +3,13 @@
 
 mod admin;
 mod consumer;
+pub mod dead_letters;
 mod producer;
 
 pub use admin::ensure_topics;
 pub use consumer::{
-    AssignedPartition, Assignment, AssignmentSnapshot, EventConsumer, Handler, HandlerError,
-    RetryPolicy, dead_letter,
+    AssignedPartition, Assignment, AssignmentSnapshot, EventConsumer, Handled, Handler,
+    HandlerError, RetryPolicy, dead_letter,
 };
 pub use producer::{EventProducer, OutgoingRecord};
 

@@ -1,21 +1,23 @@
 use std::collections::{HashMap, HashSet};
 
+use anyhow::Context;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shared_events::{Envelope, OrderLine, OrderPlaced, catalog, topics};
 use uuid::Uuid;
 
 use super::AppState;
 use crate::db::{self, Order, OrderItem, OutboxEvent};
 use crate::error::{ApiError, FieldError};
+use crate::idempotency::{self, Claim};
 
 /// What a client sends: who is buying what. Prices come from the catalog, never from here.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
     pub customer_id: String,
@@ -23,7 +25,7 @@ pub struct NewOrder {
     pub items: Vec<NewOrderItem>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrderItem {
     pub sku: String,
@@ -35,14 +37,40 @@ const MAX_ITEMS: usize = 100;
 const MAX_QUANTITY: i64 = 1_000;
 const MAX_TEXT: usize = 254;
 
-/// `POST /orders`: stores the order and its `order_placed` event, answers 201.
+/// `POST /orders`: stores the order and its `order_placed` event, answers 201. With an
+/// `Idempotency-Key`, a retry of the same request answers with the same order.
 pub async fn place(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<NewOrder>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let key = idempotency::key(&headers)?;
     let Json(request) = body?;
     validate(&request)?;
-    let order = price(&state, request).await?;
+    let Some(key) = key else {
+        return create(&state, request, None).await;
+    };
+    let canonical = serde_json::to_string(&request).expect("a parsed request serialises");
+    if let Claim::Replay(order_id) = idempotency::claim(&state.pool, &key, &canonical).await? {
+        let order = db::order(&state.pool, order_id)
+            .await?
+            .with_context(|| format!("idempotency key {key} names missing order {order_id}"))?;
+        tracing::info!(%order_id, "idempotent retry answered with the original order");
+        return Ok(created(order, true));
+    }
+    let result = create(&state, request, Some(&key)).await;
+    if result.is_err() {
+        idempotency::release(&state.pool, &key).await;
+    }
+    result
+}
+
+async fn create(
+    state: &AppState,
+    request: NewOrder,
+    idempotency_key: Option<&str>,
+) -> Result<Response, ApiError> {
+    let order = price(state, request).await?;
     let event = Envelope::order_placed(
         OrderPlaced {
             order_id: order.id,
@@ -69,17 +97,27 @@ pub async fn place(
         event_type: OrderPlaced::EVENT_TYPE,
         payload: event.to_json(),
     };
-    db::insert_order(&state.pool, &order, &outbox).await?;
+    db::insert_order(&state.pool, &order, &outbox, idempotency_key).await?;
     state.orders_placed.inc();
     state.relay_wake.notify_one();
     tracing::info!(order_id = %order.id, total_cents = order.total_cents, "order placed");
+    Ok(created(order, false))
+}
+
+fn created(order: Order, replayed: bool) -> Response {
     let location = format!("/orders/{}", order.id);
-    Ok((
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(order),
     )
-        .into_response())
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// `GET /orders/{id}`.
