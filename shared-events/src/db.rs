@@ -61,6 +61,21 @@ pub async fn claim_event(conn: &mut PgConnection, event_id: Uuid) -> sqlx::Resul
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Opens the transaction an event's effects go into, with the event already claimed; `None`
+/// when this service handled the event before and must change nothing.
+pub async fn begin_first_delivery(
+    pool: &PgPool,
+    event_id: Uuid,
+) -> sqlx::Result<Option<sqlx::Transaction<'static, Postgres>>> {
+    let mut tx = pool.begin().await?;
+    if claim_event(&mut tx, event_id).await? {
+        Ok(Some(tx))
+    } else {
+        tracing::info!("event already handled; nothing to do");
+        Ok(None)
+    }
+}
+
 /// The URL without its password, for logs and error messages.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {

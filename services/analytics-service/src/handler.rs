@@ -1,4 +1,4 @@
-use shared_events::db::claim_event;
+use shared_events::db::begin_first_delivery;
 use shared_events::kafka::{Handled, Handler, HandlerError};
 use shared_events::{Envelope, Event};
 use sqlx::PgPool;
@@ -11,11 +11,9 @@ pub struct CountOrder {
 impl Handler for CountOrder {
     async fn handle(&self, event: &Envelope<Event>) -> Result<Handled, HandlerError> {
         let Event::OrderPlaced(order) = &event.data;
-        let mut tx = self.pool.begin().await?;
-        if !claim_event(&mut tx, event.meta.event_id).await? {
-            tracing::info!("event already handled; nothing to do");
+        let Some(mut tx) = begin_first_delivery(&self.pool, event.meta.event_id).await? else {
             return Ok(Handled::Duplicate);
-        }
+        };
         let counted = sqlx::query(
             "INSERT INTO counted_orders (order_id, total_cents, currency, occurred_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (order_id) DO NOTHING",

@@ -4,7 +4,7 @@ use anyhow::Context;
 use lettre::Message;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
-use shared_events::db::claim_event;
+use shared_events::db::begin_first_delivery;
 use shared_events::kafka::{Handled, Handler, HandlerError};
 use shared_events::{Envelope, Event, OrderPlaced};
 use sqlx::PgPool;
@@ -26,11 +26,9 @@ pub struct SendConfirmation {
 impl Handler for SendConfirmation {
     async fn handle(&self, event: &Envelope<Event>) -> Result<Handled, HandlerError> {
         let Event::OrderPlaced(order) = &event.data;
-        let mut tx = self.pool.begin().await?;
-        if !claim_event(&mut tx, event.meta.event_id).await? {
-            tracing::info!("event already handled; nothing to do");
+        let Some(mut tx) = begin_first_delivery(&self.pool, event.meta.event_id).await? else {
             return Ok(Handled::Duplicate);
-        }
+        };
         let already_sent: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM emails WHERE order_id = $1)")
                 .bind(order.order_id)

@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, HashMap};
 
-use shared_events::db::claim_event;
+use shared_events::db::begin_first_delivery;
 use shared_events::kafka::{Handled, Handler, HandlerError};
 use shared_events::{Envelope, Event, OrderPlaced};
 use sqlx::{PgConnection, PgPool};
@@ -13,11 +13,9 @@ pub struct ReserveStock {
 impl Handler for ReserveStock {
     async fn handle(&self, event: &Envelope<Event>) -> Result<Handled, HandlerError> {
         let Event::OrderPlaced(order) = &event.data;
-        let mut tx = self.pool.begin().await?;
-        if !claim_event(&mut tx, event.meta.event_id).await? {
-            tracing::info!("event already handled; nothing to do");
+        let Some(mut tx) = begin_first_delivery(&self.pool, event.meta.event_id).await? else {
             return Ok(Handled::Duplicate);
-        }
+        };
         let decision = reserve(&mut tx, order).await?;
         sqlx::query(
             "INSERT INTO reservations (order_id, event_id, status, reason) VALUES ($1, $2, $3, $4)",

@@ -1,4 +1,4 @@
-use shared_events::db::claim_event;
+use shared_events::db::begin_first_delivery;
 use shared_events::kafka::{Handled, Handler, HandlerError};
 use shared_events::{Envelope, Event};
 use sqlx::PgPool;
@@ -12,11 +12,9 @@ pub struct ChargeOrder {
 impl Handler for ChargeOrder {
     async fn handle(&self, event: &Envelope<Event>) -> Result<Handled, HandlerError> {
         let Event::OrderPlaced(order) = &event.data;
-        let mut tx = self.pool.begin().await?;
-        if !claim_event(&mut tx, event.meta.event_id).await? {
-            tracing::info!("event already handled; nothing to do");
+        let Some(mut tx) = begin_first_delivery(&self.pool, event.meta.event_id).await? else {
             return Ok(Handled::Duplicate);
-        }
+        };
         let charged = sqlx::query(
             "INSERT INTO charges (order_id, event_id, customer_id, amount_cents, currency, status)
              VALUES ($1, $2, $3, $4, $5, 'charged') ON CONFLICT (order_id) DO NOTHING",
