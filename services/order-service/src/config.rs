@@ -20,8 +20,10 @@ pub struct Config {
     /// How often the outbox relay looks for unpublished events written by other instances.
     #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 500)]
     pub outbox_poll_interval_ms: u64,
-    /// How long the producer retries one event before the relay backs off and tries again.
-    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 15_000)]
+    /// How long the producer keeps retrying one event before the relay gives up on the batch
+    /// and tries again (Kafka's `delivery.timeout.ms`). Keep it longer than a broker restart:
+    /// a message that times out makes librdkafka bump the idempotent producer's epoch.
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 120_000)]
     pub kafka_message_timeout_ms: u64,
 }
 
@@ -48,7 +50,7 @@ impl Settings {
         Settings {
             service,
             outbox_poll_interval: Duration::from_millis(200),
-            message_timeout: Duration::from_secs(5),
+            message_timeout: Duration::from_secs(60),
         }
     }
 }

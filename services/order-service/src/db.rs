@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shared_events::catalog;
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -83,15 +83,14 @@ pub async fn products_by_sku(pool: &PgPool, skus: &[String]) -> sqlx::Result<Vec
         .await
 }
 
-/// Stores the order and the event announcing it in one transaction: an order is never
-/// stored without its event, nor an event published for an order that was not stored.
+/// Stores the order and the event announcing it, in the caller's transaction: committed
+/// together, an order is never stored without its event, nor an event published for an
+/// order that was not stored.
 pub async fn insert_order(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     order: &Order,
     event: &OutboxEvent<'_>,
-    idempotency_key: Option<&str>,
 ) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO orders (id, customer_id, customer_email, total_cents, currency, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -129,16 +128,7 @@ pub async fn insert_order(
     .bind(&event.payload)
     .execute(&mut *tx)
     .await?;
-    if let Some(key) = idempotency_key {
-        sqlx::query(
-            "UPDATE idempotency_keys SET order_id = $1, completed_at = now() WHERE key = $2",
-        )
-        .bind(order.id)
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await
+    Ok(())
 }
 
 pub async fn order(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Order>> {

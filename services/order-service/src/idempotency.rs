@@ -1,26 +1,28 @@
 //! `Idempotency-Key` for `POST /orders`: retries are safe.
 //!
-//! The first request with a key claims it (committed at once, so concurrent requests see the
-//! claim), and the order's transaction completes the claim with the order id. A later request
-//! with the same key and the same body gets the original order; a different body is refused;
-//! a request arriving while the first is still being handled is told to retry later. A claim
-//! left behind by a crash is taken over after [`ABANDONED_AFTER_SECS`].
+//! Everything happens inside the order's own transaction. The request first takes a
+//! transaction-scoped advisory lock on the key: a concurrent request with the same key finds
+//! it taken and is told to retry later (409). Holding the lock, it looks the key up: a key
+//! already stored with the same body answers with the original order, with a different body
+//! it is refused (422). Otherwise the key is stored with the new order, committed together.
+//!
+//! Nothing is left behind when a request fails or its process dies: the transaction rolls
+//! back, PostgreSQL releases the lock with the connection, and the client's retry with the
+//! same key goes through at once.
 
 use axum::http::HeaderMap;
-use sqlx::{FromRow, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 
 pub const HEADER: &str = "idempotency-key";
 pub const MAX_KEY_LENGTH: usize = 255;
-/// A claim older than this that never completed belonged to a request that died.
-pub const ABANDONED_AFTER_SECS: i32 = 30;
 
 /// What the key says about this request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// First time: go ahead and complete the claim when the order is stored.
+    /// First time: store the order, then [`record`] the key in the same transaction.
     New,
     /// Already answered: return this order again.
     Replay(Uuid),
@@ -41,64 +43,41 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-#[derive(FromRow)]
-struct Existing {
-    request: String,
-    order_id: Option<Uuid>,
-    abandoned: bool,
-}
-
-/// Claims `key` for `request`, or says what an earlier request with the key became.
-pub async fn claim(pool: &PgPool, key: &str, request: &str) -> Result<Claim, ApiError> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (key, request) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(key)
-    .bind(request)
-    .execute(pool)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(Claim::New);
-    }
-    let existing: Existing = sqlx::query_as(
-        "SELECT request, order_id,
-                completed_at IS NULL AND claimed_at < now() - make_interval(secs => $2) AS abandoned
-         FROM idempotency_keys WHERE key = $1",
-    )
-    .bind(key)
-    .bind(ABANDONED_AFTER_SECS)
-    .fetch_one(pool)
-    .await?;
-    if existing.request != request {
-        return Err(ApiError::IdempotencyKeyReused);
-    }
-    if let Some(order_id) = existing.order_id {
-        return Ok(Claim::Replay(order_id));
-    }
-    if existing.abandoned {
-        let taken = sqlx::query(
-            "UPDATE idempotency_keys SET claimed_at = now()
-             WHERE key = $1 AND completed_at IS NULL AND claimed_at < now() - make_interval(secs => $2)",
-        )
-        .bind(key)
-        .bind(ABANDONED_AFTER_SECS)
-        .execute(pool)
-        .await?;
-        if taken.rows_affected() == 1 {
-            return Ok(Claim::New);
-        }
-    }
-    Err(ApiError::RequestInFlight)
-}
-
-/// Gives the key up after the request failed, so the client may retry with it.
-pub async fn release(pool: &PgPool, key: &str) {
-    let released =
-        sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND completed_at IS NULL")
+/// Takes `key` for this transaction, or says what an earlier request with the key became.
+/// `request` is the canonical form of the body, to tell a retry from a reused key.
+pub async fn claim(tx: &mut PgConnection, key: &str, request: &str) -> Result<Claim, ApiError> {
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(key)
-            .execute(pool)
-            .await;
-    if let Err(err) = released {
-        tracing::warn!(error = %err, key, "could not release idempotency key; it expires by itself");
+            .fetch_one(&mut *tx)
+            .await?;
+    if !locked {
+        return Err(ApiError::RequestInFlight);
     }
+    let existing: Option<(String, Uuid)> =
+        sqlx::query_as("SELECT request, order_id FROM idempotency_keys WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match existing {
+        None => Ok(Claim::New),
+        Some((stored, _)) if stored != request => Err(ApiError::IdempotencyKeyReused),
+        Some((_, order_id)) => Ok(Claim::Replay(order_id)),
+    }
+}
+
+/// Stores the key with the order it placed; commit it with the order.
+pub async fn record(
+    tx: &mut PgConnection,
+    key: &str,
+    request: &str,
+    order_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO idempotency_keys (key, request, order_id) VALUES ($1, $2, $3)")
+        .bind(key)
+        .bind(request)
+        .bind(order_id)
+        .execute(tx)
+        .await?;
+    Ok(())
 }

@@ -16,6 +16,8 @@ use uuid::Uuid;
 /// Rows claimed per transaction; a full batch means more may be waiting.
 const BATCH: i64 = 200;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the batch in hand; what is left is published after restart.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub struct OutboxRelay {
     pub pool: PgPool,
@@ -38,11 +40,26 @@ struct Row {
 }
 
 impl OutboxRelay {
-    /// Publishes until `shutdown`; the batch in hand is finished and the producer flushed.
+    /// Publishes until `shutdown`; the batch in hand gets [`SHUTDOWN_GRACE`] to finish, then
+    /// the producer is flushed.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(250);
         while !shutdown.is_cancelled() {
-            match self.publish_batch().await {
+            let batch = self.publish_batch();
+            tokio::pin!(batch);
+            let result = tokio::select! {
+                result = &mut batch => result,
+                () = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN_GRACE, batch).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Its transaction rolls back: the rows stay unpublished and go out
+                        // after the restart (consumers drop a copy that got through meanwhile).
+                        tracing::warn!("the broker did not acknowledge the batch in hand before shutdown; it stays in the outbox");
+                        break;
+                    }
+                },
+            };
+            match result {
                 Ok(count) if count as i64 == BATCH => continue,
                 Ok(_) => {
                     backoff = Duration::from_millis(250);

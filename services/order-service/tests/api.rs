@@ -360,25 +360,40 @@ async fn an_idempotency_key_reused_for_a_different_order_is_a_422(pool: PgPool) 
     assert_eq!(count(&pool, "orders").await, 1);
 }
 
+/// Opens a transaction holding the lock a request with `key` takes while it stores its order.
+async fn request_in_flight(pool: &PgPool, key: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_request_whose_key_is_still_in_flight_is_a_409(pool: PgPool) {
     let app = app(&pool).await;
-    // What a concurrent request leaves between claiming the key and storing its order.
-    let canonical = serde_json::to_string(
-        &serde_json::from_value::<order_service::routes::NewOrder>(valid_order()).unwrap(),
-    )
-    .unwrap();
-    sqlx::query("INSERT INTO idempotency_keys (key, request) VALUES ('busy', $1)")
-        .bind(canonical)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let _in_flight = request_in_flight(&pool, "busy").await;
 
     let (status, _, body) = send(&app, post_with_key("busy", &valid_order())).await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["type"], "/problems/request-in-flight");
     assert_eq!(count(&pool, "orders").await, 0);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_key_whose_request_died_midway_can_be_retried_at_once(pool: PgPool) {
+    let app = app(&pool).await;
+    let in_flight = request_in_flight(&pool, "crashed").await;
+    // The process dies: its connection closes and the transaction never commits.
+    in_flight.rollback().await.unwrap();
+
+    let (status, _, body) = send(&app, post_with_key("crashed", &valid_order())).await;
+
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(count(&pool, "orders").await, 1);
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]

@@ -47,30 +47,34 @@ pub async fn place(
     let key = idempotency::key(&headers)?;
     let Json(request) = body?;
     validate(&request)?;
-    let Some(key) = key else {
-        return create(&state, request, None).await;
-    };
     let canonical = serde_json::to_string(&request).expect("a parsed request serialises");
-    if let Claim::Replay(order_id) = idempotency::claim(&state.pool, &key, &canonical).await? {
+    let order = price(&state, request).await?;
+
+    let mut tx = state.pool.begin().await?;
+    if let Some(key) = &key
+        && let Claim::Replay(order_id) = idempotency::claim(&mut tx, key, &canonical).await?
+    {
+        tx.rollback().await?;
         let order = db::order(&state.pool, order_id)
             .await?
             .with_context(|| format!("idempotency key {key} names missing order {order_id}"))?;
         tracing::info!(%order_id, "idempotent retry answered with the original order");
         return Ok(created(order, true));
     }
-    let result = create(&state, request, Some(&key)).await;
-    if result.is_err() {
-        idempotency::release(&state.pool, &key).await;
+    db::insert_order(&mut tx, &order, &outbox_event(&order)).await?;
+    if let Some(key) = &key {
+        idempotency::record(&mut tx, key, &canonical, order.id).await?;
     }
-    result
+    tx.commit().await?;
+
+    state.orders_placed.inc();
+    state.relay_wake.notify_one();
+    tracing::info!(order_id = %order.id, total_cents = order.total_cents, "order placed");
+    Ok(created(order, false))
 }
 
-async fn create(
-    state: &AppState,
-    request: NewOrder,
-    idempotency_key: Option<&str>,
-) -> Result<Response, ApiError> {
-    let order = price(state, request).await?;
+/// The `order_placed` event for a new order, as the outbox stores it.
+fn outbox_event(order: &Order) -> OutboxEvent<'static> {
     let event = Envelope::order_placed(
         OrderPlaced {
             order_id: order.id,
@@ -90,18 +94,13 @@ async fn create(
         },
         order.created_at,
     );
-    let outbox = OutboxEvent {
+    OutboxEvent {
         event_id: event.meta.event_id,
         topic: topics::ORDERS,
         key: order.id.to_string(),
         event_type: OrderPlaced::EVENT_TYPE,
         payload: event.to_json(),
-    };
-    db::insert_order(&state.pool, &order, &outbox, idempotency_key).await?;
-    state.orders_placed.inc();
-    state.relay_wake.notify_one();
-    tracing::info!(order_id = %order.id, total_cents = order.total_cents, "order placed");
-    Ok(created(order, false))
+    }
 }
 
 fn created(order: Order, replayed: bool) -> Response {
