@@ -44,8 +44,10 @@ pub struct CommonArgs {
     /// `min.insync.replicas` for topics this service creates; unset keeps the broker default.
     #[arg(long, env = "KAFKA_TOPIC_MIN_INSYNC_REPLICAS")]
     pub kafka_topic_min_insync_replicas: Option<i32>,
-    /// How long a consumer may be silent before the group hands its partitions to others.
-    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    /// How long a consumer may be silent before the group hands its partitions to others
+    /// (heartbeats go every third of it). 6 s is the least a Kafka broker accepts by default
+    /// (`group.min.session.timeout.ms`): a crashed instance's partitions move within ~10 s.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6_000)]
     pub kafka_session_timeout_ms: u64,
     /// How long to wait for Kafka and PostgreSQL at start-up before giving up.
     #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]

@@ -165,6 +165,17 @@ struct RebalanceContext {
 impl ClientContext for RebalanceContext {}
 
 impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            // Commit what was handled before the partitions go, so their next owner starts
+            // right after it instead of redelivering up to a second's worth of events.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(err) => tracing::warn!(error = %err, "offset commit before revocation failed"),
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let held = self.assignment.apply(rebalance);
         let (group, instance) = (&self.group, &self.instance_id);
