@@ -24,6 +24,8 @@ fn base_config(settings: &KafkaSettings) -> ClientConfig {
         .set("bootstrap.servers", &settings.bootstrap_servers)
         // Shows up in broker logs and metrics, so an instance can be traced end to end.
         .set("client.id", &settings.client_id)
+        // Reconnect within a second once a broker is back (librdkafka waits up to 10 s).
+        .set("reconnect.backoff.max.ms", "1000")
         // librdkafka logs through its own callback; surface only what needs attention.
         .set("log_level", "4");
     config
