@@ -32,6 +32,10 @@ fi
 TANSU_BIN=$(scripts/install-tansu.sh)
 export TANSU_BIN
 
+say "cargo build --workspace --bins"
+# The crash tests (e2e/tests/crashes.rs) run these binaries as separate processes.
+cargo build --workspace --bins --locked
+
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"

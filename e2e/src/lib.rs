@@ -1,5 +1,6 @@
-//! Test harness: the real services, started in this process on port 0, against a real
-//! Kafka-protocol broker and PostgreSQL.
+//! Test harness: the real services against a real Kafka-protocol broker and PostgreSQL,
+//! either started in this process on port 0 ([`Running`]) or run as separate processes
+//! from their binaries ([`ServiceProcess`]) for the tests that kill them.
 //!
 //! The backend is chosen by `SHOP_E2E_BACKEND`: `tansu` (a local Tansu broker process and
 //! the local PostgreSQL), `docker` (Apache Kafka and PostgreSQL in testcontainers), or unset
@@ -8,10 +9,22 @@
 
 pub mod broker;
 pub mod database;
+pub mod load;
+pub mod process;
 pub mod stack;
 
 pub use broker::Broker;
+pub use load::Load;
+pub use process::ServiceProcess;
 pub use stack::{Consumer, Running, Stack};
+
+/// A service instance under test, in this process or in its own.
+pub trait Service {
+    /// `inventory-service[1]` and the like, for messages.
+    fn name(&self) -> &str;
+    /// The URL of `path` on its HTTP server.
+    fn url(&self, path: &str) -> String;
+}
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::database::Database;
-use crate::{Backend, Broker};
+use crate::{Backend, Broker, Service, ServiceProcess};
 
 /// The four consumer services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub struct Stack {
     /// Sets this test's databases apart from every other test's.
     pub prefix: String,
     pub mail_dir: tempfile::TempDir,
+    /// Where service processes log.
+    pub log_dir: tempfile::TempDir,
     pub http: reqwest::Client,
 }
 
@@ -73,10 +75,6 @@ impl Running {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
     /// Graceful shutdown, as on SIGTERM: finish the event in hand, commit, leave the group.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -86,6 +84,16 @@ impl Running {
         result
             .expect("service task panicked")
             .unwrap_or_else(|err| panic!("{} failed: {err:#}", self.name));
+    }
+}
+
+impl Service for Running {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
     }
 }
 
@@ -105,6 +113,10 @@ impl Stack {
                 .prefix("shop-mail-")
                 .tempdir()
                 .expect("cannot create a mail dir"),
+            log_dir: tempfile::Builder::new()
+                .prefix("shop-logs-")
+                .tempdir()
+                .expect("cannot create a log dir"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()
@@ -181,6 +193,55 @@ impl Stack {
         )
     }
 
+    /// An Order Service process, configured as for a test run; call `start` to run it.
+    pub fn order_service_process(&self, instance: &str) -> ServiceProcess {
+        let mut env = self.process_env(order_service::IDENTITY, instance);
+        env.push(("OUTBOX_POLL_INTERVAL_MS".into(), "200".into()));
+        self.process(order_service::IDENTITY, instance, env)
+    }
+
+    /// A consumer service process in its default group; call `start` to run it.
+    pub fn consumer_process(&self, consumer: Consumer, instance: &str) -> ServiceProcess {
+        let identity = consumer.identity();
+        let mut env = self.process_env(identity, instance);
+        if consumer == Consumer::Email {
+            let mail_dir = self.mail_dir.path().display().to_string();
+            env.push(("MAIL_DIR".into(), mail_dir));
+        }
+        self.process(identity, instance, env)
+    }
+
+    fn process_env(&self, identity: ServiceIdentity, instance: &str) -> Vec<(String, String)> {
+        let database = self
+            .database
+            .url(&format!("{}{}", self.prefix, identity.database));
+        let log_filter = std::env::var("SHOP_E2E_SERVICE_LOG")
+            .unwrap_or_else(|_| "info,rdkafka=warn,sqlx=warn,tower_http=warn".into());
+        vec![
+            (
+                "KAFKA_BOOTSTRAP_SERVERS".into(),
+                self.broker.bootstrap_servers(),
+            ),
+            ("DATABASE_URL".into(), database),
+            (
+                "INSTANCE_ID".into(),
+                format!("{}-{instance}", identity.name),
+            ),
+            ("RUST_LOG".into(), log_filter),
+        ]
+    }
+
+    fn process(
+        &self,
+        identity: ServiceIdentity,
+        instance: &str,
+        env: Vec<(String, String)>,
+    ) -> ServiceProcess {
+        let name = format!("{}[{instance}]", identity.name);
+        let log = self.log_dir.path().join(format!("{name}.log"));
+        ServiceProcess::new(name, identity.name, env, log)
+    }
+
     /// Kafka settings for a plain client of this test's broker (tools, raw producers).
     pub fn kafka(&self) -> shared_events::config::KafkaSettings {
         self.settings(order_service::IDENTITY, "test-client").kafka
@@ -205,7 +266,7 @@ impl Stack {
     }
 
     /// Places an order and returns the stored order from the 201 response.
-    pub async fn place_order(&self, order_service: &Running, body: &Value) -> Value {
+    pub async fn place_order(&self, order_service: &impl Service, body: &Value) -> Value {
         let response = self
             .http
             .post(order_service.url("/orders"))
@@ -220,7 +281,7 @@ impl Stack {
     }
 
     /// GETs a JSON document, or `None` while the service answers anything but 200.
-    pub async fn get_json(&self, service: &Running, path: impl AsRef<str>) -> Option<Value> {
+    pub async fn get_json(&self, service: &impl Service, path: impl AsRef<str>) -> Option<Value> {
         let response = self
             .http
             .get(service.url(path.as_ref()))
@@ -234,7 +295,7 @@ impl Stack {
     }
 
     /// How many events an instance handled, by outcome, from its `/metrics`.
-    pub async fn events_handled(&self, service: &Running, outcome: &str) -> u64 {
+    pub async fn events_handled(&self, service: &impl Service, outcome: &str) -> u64 {
         let metrics = self
             .http
             .get(service.url("/metrics"))

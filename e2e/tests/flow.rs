@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{Consumer, Running, Stack, eventually};
+use e2e::{Consumer, Running, Service, Stack, eventually};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(60);

@@ -1,0 +1,332 @@
+//! The services as separate processes, killed and stopped under load: every accepted order
+//! still takes effect exactly once, and partitions move to the survivors quickly.
+//!
+//! These tests run the real binaries (`cargo build --workspace --bins` first; scripts/test.sh
+//! does), configured through their environment with the production defaults.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use e2e::{Consumer, Load, Service, ServiceProcess, Stack, eventually};
+use serde_json::Value;
+use shared_events::catalog;
+
+const PATIENCE: Duration = Duration::from_secs(90);
+/// The list endpoints' page limit; the tests place fewer orders than this.
+const MAX_ORDERS: usize = 500;
+
+fn id_of(order: &Value) -> String {
+    order["id"].as_str().expect("an order has an id").to_owned()
+}
+
+/// The order ids a list endpoint returns, each as many times as it appears.
+async fn order_ids_at(stack: &Stack, service: &impl Service, path: &str) -> Option<Vec<String>> {
+    let list = stack.get_json(service, path).await?;
+    Some(
+        list.as_array()?
+            .iter()
+            .map(|item| item["order_id"].as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+/// Waits until `path` lists exactly the `expected` orders, each once.
+async fn lists_each_order_once(
+    stack: &Stack,
+    service: &impl Service,
+    path: &str,
+    expected: &HashSet<String>,
+) -> Vec<String> {
+    eventually(
+        &format!("{} to list all {} orders", service.name(), expected.len()),
+        PATIENCE,
+        || async {
+            let ids = order_ids_at(stack, service, path).await?;
+            (ids.len() >= expected.len()).then_some(ids)
+        },
+    )
+    .await;
+    let ids = order_ids_at(stack, service, path).await.unwrap();
+    let unique: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(
+        ids.len(),
+        unique.len(),
+        "{} lists an order twice",
+        service.name()
+    );
+    assert_eq!(&unique, expected, "{} lists other orders", service.name());
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_accepted_order_takes_effect_exactly_once_while_each_service_is_killed_and_restarted()
+{
+    let stack = Stack::start().await;
+    let mut order_service = stack.order_service_process("1");
+    order_service.start().await;
+    let mut consumers: Vec<ServiceProcess> = Consumer::ALL
+        .into_iter()
+        .map(|consumer| stack.consumer_process(consumer, "1"))
+        .collect();
+    for consumer in &mut consumers {
+        consumer.start().await;
+    }
+    let load = Load::start(
+        stack.http.clone(),
+        order_service.url("/orders"),
+        Duration::from_millis(100),
+    );
+    load.wait_for_accepted(10).await;
+
+    // kill -9 each consumer in turn while orders keep coming, then bring it back.
+    for consumer in &mut consumers {
+        consumer.kill().await;
+        load.wait_for_accepted(10).await;
+        consumer.start().await;
+        load.wait_for_accepted(10).await;
+    }
+    // And the Order Service: customers are turned away, retry with their Idempotency-Key
+    // and get in once it is back.
+    order_service.kill().await;
+    load.wait_for_refused(5).await;
+    order_service.start().await;
+    load.wait_for_accepted(10).await;
+    let accepted = load.finish().await;
+    assert!(accepted.len() < MAX_ORDERS, "keep the test within one page");
+    tracing::info!(orders = accepted.len(), "load finished");
+
+    let expected: HashSet<String> = accepted.iter().map(id_of).collect();
+    assert_eq!(
+        expected.len(),
+        accepted.len(),
+        "every 201 names a new order"
+    );
+    let stored: HashSet<String> = stack
+        .get_json(&order_service, format!("/orders?limit={MAX_ORDERS}"))
+        .await
+        .expect("GET /orders")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(
+        stored, expected,
+        "the Order Service stored each accepted order once, and no other"
+    );
+
+    let (inventory, payment, email, analytics) =
+        (&consumers[0], &consumers[1], &consumers[2], &consumers[3]);
+    let page = format!("?limit={MAX_ORDERS}");
+    lists_each_order_once(
+        &stack,
+        inventory,
+        &format!("/reservations{page}"),
+        &expected,
+    )
+    .await;
+    lists_each_order_once(&stack, payment, &format!("/payments{page}"), &expected).await;
+    lists_each_order_once(&stack, email, &format!("/emails{page}"), &expected).await;
+
+    // Stock went down once per order: by exactly what was ordered.
+    let mut ordered: BTreeMap<String, i64> = BTreeMap::new();
+    for order in &accepted {
+        for item in order["items"].as_array().unwrap() {
+            *ordered
+                .entry(item["sku"].as_str().unwrap().to_owned())
+                .or_default() += item["quantity"].as_i64().unwrap();
+        }
+    }
+    let stock = stack
+        .get_json(inventory, "/stock")
+        .await
+        .expect("GET /stock");
+    for level in stock.as_array().unwrap() {
+        let sku = level["sku"].as_str().unwrap();
+        let product = catalog::PRODUCTS.iter().find(|p| p.sku == sku).unwrap();
+        let initial = i64::from(product.initial_stock);
+        assert_eq!(
+            level["available"].as_i64().unwrap(),
+            initial - ordered.get(sku).copied().unwrap_or(0),
+            "stock of {sku}"
+        );
+    }
+
+    // One charge per order, for its total; one mail file per order; one count per order.
+    let charged: i64 = stack
+        .get_json(payment, &format!("/payments{page}"))
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|charge| charge["amount_cents"].as_i64().unwrap())
+        .sum();
+    let total: i64 = accepted
+        .iter()
+        .map(|order| order["total_cents"].as_i64().unwrap())
+        .sum();
+    assert_eq!(charged, total, "charged exactly the order totals");
+    let mail_files = std::fs::read_dir(stack.mail_dir.path())
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension() == Some("eml".as_ref()))
+        .count();
+    assert_eq!(mail_files, accepted.len(), "one confirmation per order");
+    let stats = eventually("analytics to count every order", PATIENCE, || async {
+        let stats = stack.get_json(analytics, "/stats").await?;
+        (stats["orders"].as_u64()? >= accepted.len() as u64).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["orders"], accepted.len(), "counted once each");
+    assert_eq!(stats["revenue"][0]["revenue_cents"], total);
+
+    for consumer in &consumers {
+        assert_eq!(
+            stack.events_handled(consumer, "dead_lettered").await,
+            0,
+            "{} parked nothing",
+            consumer.name()
+        );
+    }
+    drop((order_service, consumers));
+    stack.finish().await;
+}
+
+/// The partitions of `orders` an instance holds, from its `/assignment`.
+async fn partitions_of(stack: &Stack, instance: &impl Service) -> Option<Vec<i64>> {
+    let snapshot = stack.get_json(instance, "/assignment").await?;
+    let mut partitions: Vec<i64> = snapshot["partitions"]
+        .as_array()?
+        .iter()
+        .map(|p| p["partition"].as_i64().unwrap())
+        .collect();
+    partitions.sort_unstable();
+    Some(partitions)
+}
+
+const ALL_PARTITIONS: [i64; 6] = [0, 1, 2, 3, 4, 5];
+
+/// Starts two inventory instances and waits until they share the partitions.
+async fn two_inventory_instances(stack: &Stack) -> (ServiceProcess, ServiceProcess) {
+    let mut first = stack.consumer_process(Consumer::Inventory, "1");
+    let mut second = stack.consumer_process(Consumer::Inventory, "2");
+    first.start().await;
+    second.start().await;
+    eventually(
+        "the two instances to share the partitions",
+        PATIENCE,
+        || async {
+            let a = partitions_of(stack, &first).await?;
+            let b = partitions_of(stack, &second).await?;
+            let mut all: Vec<i64> = a.iter().chain(&b).copied().collect();
+            all.sort_unstable();
+            (!a.is_empty() && !b.is_empty() && all == ALL_PARTITIONS).then_some(())
+        },
+    )
+    .await;
+    (first, second)
+}
+
+/// Waits up to `within` for `survivor` to hold every partition; returns how long it took.
+async fn takes_over_every_partition(
+    stack: &Stack,
+    survivor: &ServiceProcess,
+    since: Instant,
+    within: Duration,
+) -> Duration {
+    eventually(
+        &format!("{} to hold every partition", survivor.name()),
+        within.saturating_sub(since.elapsed()),
+        || async { (partitions_of(stack, survivor).await? == ALL_PARTITIONS).then_some(()) },
+    )
+    .await;
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_stopped_with_sigterm_under_load_hands_over_its_partitions_at_once_and_nothing_is_processed_twice()
+ {
+    let stack = Stack::start().await;
+    let mut order_service = stack.order_service_process("1");
+    order_service.start().await;
+    let (survivor, mut leaving) = two_inventory_instances(&stack).await;
+    let load = Load::start(
+        stack.http.clone(),
+        order_service.url("/orders"),
+        Duration::from_millis(50),
+    );
+    load.wait_for_accepted(20).await;
+
+    let stopped_at = Instant::now();
+    let status = leaving.terminate().await;
+    assert!(status.success(), "SIGTERM is a clean exit, got {status}");
+    // Well inside the 6 s session timeout: the instance left its group, nobody waited for it
+    // to time out.
+    let took =
+        takes_over_every_partition(&stack, &survivor, stopped_at, Duration::from_secs(5)).await;
+    tracing::info!(?took, "survivor holds every partition after SIGTERM");
+    load.wait_for_accepted(20).await;
+    let accepted = load.finish().await;
+
+    let expected: HashSet<String> = accepted.iter().map(id_of).collect();
+    lists_each_order_once(
+        &stack,
+        &survivor,
+        &format!("/reservations?limit={MAX_ORDERS}"),
+        &expected,
+    )
+    .await;
+    assert_eq!(
+        stack.events_handled(&survivor, "duplicate").await,
+        0,
+        "the survivor was handed no event the leaver had already handled"
+    );
+    drop((order_service, survivor, leaving));
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_instances_partitions_are_processed_by_the_survivor_within_ten_seconds() {
+    let stack = Stack::start().await;
+    let mut order_service = stack.order_service_process("1");
+    order_service.start().await;
+    let (survivor, mut killed) = two_inventory_instances(&stack).await;
+    let orphaned = partitions_of(&stack, &killed).await.unwrap();
+
+    let killed_at = Instant::now();
+    killed.kill().await;
+    let took =
+        takes_over_every_partition(&stack, &survivor, killed_at, Duration::from_secs(10)).await;
+    tracing::info!(
+        ?took,
+        ?orphaned,
+        "survivor holds every partition after SIGKILL"
+    );
+
+    // Orders on every partition, the orphaned ones included, are processed again.
+    let mut placed = HashSet::new();
+    for _ in 0..24 {
+        let order = stack
+            .place_order(
+                &order_service,
+                &serde_json::json!({"customer_id": "c", "customer_email": "c@example.com",
+                                    "items": [{"sku": "CB-005", "quantity": 1}]}),
+            )
+            .await;
+        placed.insert(id_of(&order));
+    }
+    eventually(
+        "the survivor to reserve every new order",
+        PATIENCE,
+        || async {
+            let ids: HashSet<String> = order_ids_at(&stack, &survivor, "/reservations?limit=100")
+                .await?
+                .into_iter()
+                .collect();
+            placed.is_subset(&ids).then_some(())
+        },
+    )
+    .await;
+    drop((order_service, survivor, killed));
+    stack.finish().await;
+}
