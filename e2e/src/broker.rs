@@ -155,7 +155,7 @@ pub fn tansu_binary() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")));
     if let Some(bin) = cache
-        .map(|c| c.join("shop/tansu-0.6.0/bin/tansu"))
+        .map(|c| c.join("shop/tansu-0.6.0-shop2/bin/tansu"))
         .filter(|bin| bin.exists())
     {
         return bin;
