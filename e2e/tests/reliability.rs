@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use e2e::{Consumer, Running, Stack, eventually};
+use e2e::{Consumer, Running, Service, Stack, eventually};
 use serde_json::{Value, json};
 use shared_events::kafka::dead_letter;
 use shared_events::kafka::dead_letters::{self, DeadLetter};
@@ -200,7 +200,6 @@ async fn an_event_a_service_keeps_failing_on_is_parked_and_replayed_once_the_fau
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "about 1 run in 3 Tansu 0.6 refuses every produce after a restart under load; run with --run-ignored all"]
 async fn orders_placed_before_during_and_after_a_broker_restart_all_arrive_once() {
     let mut stack = Stack::start().await;
     let order_service = Arc::new(stack.start_order_service().await);
