@@ -10,6 +10,7 @@
 //! back, PostgreSQL releases the lock with the connection, and the client's retry with the
 //! same key goes through at once.
 
+use anyhow::Context;
 use axum::http::HeaderMap;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -43,26 +44,50 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// A claim without an order older than this was left by a replica of the previous release
+/// that died (see migration 3); newer replicas never leave one behind.
+const ABANDONED_AFTER: &str = "30 seconds";
+
 /// Takes `key` for this transaction, or says what an earlier request with the key became.
 /// `request` is the canonical form of the body, to tell a retry from a reused key.
 pub async fn claim(tx: &mut PgConnection, key: &str, request: &str) -> Result<Claim, ApiError> {
+    // If this server vanishes without closing its connection (host crash, partition),
+    // PostgreSQL ends the transaction, and with it the lock, after 10 idle seconds.
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = '10s'")
+        .execute(&mut *tx)
+        .await
+        .context("cannot bound the order transaction")?;
     let locked: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(key)
             .fetch_one(&mut *tx)
-            .await?;
+            .await
+            .context("cannot lock the idempotency key")?;
     if !locked {
         return Err(ApiError::RequestInFlight);
     }
-    let existing: Option<(String, Uuid)> =
-        sqlx::query_as("SELECT request, order_id FROM idempotency_keys WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let existing: Option<(String, Option<Uuid>, bool)> = sqlx::query_as(
+        "SELECT request, order_id, claimed_at < now() - $2::interval
+         FROM idempotency_keys WHERE key = $1",
+    )
+    .bind(key)
+    .bind(ABANDONED_AFTER)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("cannot look the idempotency key up")?;
     match existing {
         None => Ok(Claim::New),
-        Some((stored, _)) if stored != request => Err(ApiError::IdempotencyKeyReused),
-        Some((_, order_id)) => Ok(Claim::Replay(order_id)),
+        Some((stored, _, _)) if stored != request => Err(ApiError::IdempotencyKeyReused),
+        Some((_, Some(order_id), _)) => Ok(Claim::Replay(order_id)),
+        Some((_, None, true)) => {
+            sqlx::query("DELETE FROM idempotency_keys WHERE key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .context("cannot drop an abandoned idempotency claim")?;
+            Ok(Claim::New)
+        }
+        Some((_, None, false)) => Err(ApiError::RequestInFlight),
     }
 }
 
@@ -73,11 +98,14 @@ pub async fn record(
     request: &str,
     order_id: Uuid,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO idempotency_keys (key, request, order_id) VALUES ($1, $2, $3)")
-        .bind(key)
-        .bind(request)
-        .bind(order_id)
-        .execute(tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, request, order_id, completed_at)
+         VALUES ($1, $2, $3, now())",
+    )
+    .bind(key)
+    .bind(request)
+    .bind(order_id)
+    .execute(tx)
+    .await?;
     Ok(())
 }

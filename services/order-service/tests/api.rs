@@ -386,13 +386,49 @@ async fn a_request_whose_key_is_still_in_flight_is_a_409(pool: PgPool) {
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_key_whose_request_died_midway_can_be_retried_at_once(pool: PgPool) {
     let app = app(&pool).await;
-    let in_flight = request_in_flight(&pool, "crashed").await;
-    // The process dies: its connection closes and the transaction never commits.
-    in_flight.rollback().await.unwrap();
+    let mut in_flight = request_in_flight(&pool, "crashed").await;
+    let (status, _, _) = send(&app, post_with_key("crashed", &valid_order())).await;
+    assert_eq!(status, StatusCode::CONFLICT, "held while its request runs");
+
+    // Its process dies: the server ends the connection, and the transaction with it.
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *in_flight)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(backend)
+        .execute(&pool)
+        .await
+        .unwrap();
+    drop(in_flight);
 
     let (status, _, body) = send(&app, post_with_key("crashed", &valid_order())).await;
-
     assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(count(&pool, "orders").await, 1);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_claim_left_by_the_previous_release_is_in_flight_until_it_is_abandoned(pool: PgPool) {
+    let app = app(&pool).await;
+    let canonical = serde_json::to_string(
+        &serde_json::from_value::<order_service::routes::NewOrder>(valid_order()).unwrap(),
+    )
+    .unwrap();
+    // Rows as replicas of the previous release wrote them: a claim, its order not yet stored.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, request, claimed_at)
+         VALUES ('fresh', $1, now()), ('stale', $1, now() - interval '1 minute')",
+    )
+    .bind(canonical)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let (fresh, _, _) = send(&app, post_with_key("fresh", &valid_order())).await;
+    let (stale, _, _) = send(&app, post_with_key("stale", &valid_order())).await;
+
+    assert_eq!(fresh, StatusCode::CONFLICT);
+    assert_eq!(stale, StatusCode::CREATED);
     assert_eq!(count(&pool, "orders").await, 1);
 }
 

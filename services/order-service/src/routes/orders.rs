@@ -48,9 +48,13 @@ pub async fn place(
     let Json(request) = body?;
     validate(&request)?;
     let canonical = serde_json::to_string(&request).expect("a parsed request serialises");
-    let order = price(&state, request).await?;
 
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .context("cannot open the order transaction")?;
+    // The key first: a retry gets its original order even if the catalog changed since.
     if let Some(key) = &key
         && let Claim::Replay(order_id) = idempotency::claim(&mut tx, key, &canonical).await?
     {
@@ -61,11 +65,16 @@ pub async fn place(
         tracing::info!(%order_id, "idempotent retry answered with the original order");
         return Ok(created(order, true));
     }
-    db::insert_order(&mut tx, &order, &outbox_event(&order)).await?;
+    let order = price(&state, request).await?;
+    db::insert_order(&mut tx, &order, &outbox_event(&order))
+        .await
+        .context("cannot store the order")?;
     if let Some(key) = &key {
-        idempotency::record(&mut tx, key, &canonical, order.id).await?;
+        idempotency::record(&mut tx, key, &canonical, order.id)
+            .await
+            .context("cannot store the idempotency key")?;
     }
-    tx.commit().await?;
+    tx.commit().await.context("cannot commit the order")?;
 
     state.orders_placed.inc();
     state.relay_wake.notify_one();
