@@ -165,17 +165,6 @@ struct RebalanceContext {
 impl ClientContext for RebalanceContext {}
 
 impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
-            // Commit what was handled before the partitions go, so their next owner starts
-            // right after it instead of redelivering up to a second's worth of events.
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(err) => tracing::warn!(error = %err, "offset commit before revocation failed"),
-            }
-        }
-    }
-
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let held = self.assignment.apply(rebalance);
         let (group, instance) = (&self.group, &self.instance_id);
@@ -245,7 +234,9 @@ impl<H: Handler> EventConsumer<H> {
             .set("group.id", &settings.group_id)
             // Offsets are stored by hand once an event's effects are committed...
             .set("enable.auto.offset.store", "false")
-            // ...and whatever has been stored is committed every second in the background.
+            // ...and whatever has been stored is committed every second in the background,
+            // and by librdkafka before it gives up revoked partitions, so their next owner
+            // starts right after the last handled event.
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             // A group with no committed offset starts from the oldest retained event: a new
