@@ -1,8 +1,9 @@
 //! The services as separate processes: the real binaries, configured through their
 //! environment as in production, so a test can `SIGKILL` or `SIGTERM` them.
 //!
-//! The binaries are the ones Cargo built next to the test executable (`target/debug`);
-//! `scripts/test.sh` builds them first with `cargo build --workspace --bins`.
+//! The binaries are the ones Cargo built next to the test executable (`target/<profile>/`);
+//! `scripts/test.sh` builds them first with `cargo build --workspace --bins`. A binary older
+//! than the service sources is refused rather than silently tested.
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpStream};
@@ -35,7 +36,7 @@ impl ServiceProcess {
     /// Describes an instance of `binary` with its environment; [`ServiceProcess::start`]
     /// runs it. Its output goes to `log`, appended across restarts.
     pub fn new(name: String, binary: &str, env: Vec<(String, String)>, log: PathBuf) -> Self {
-        let port = crate::broker::free_port();
+        let port = service_port();
         let mut env = env;
         env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
         ServiceProcess {
@@ -194,7 +195,20 @@ fn signal(child: &Child, signal: Signal) {
     kill(pid, signal).unwrap_or_else(|err| panic!("cannot send {signal} to {pid}: {err}"));
 }
 
-/// The service binary Cargo built beside this test executable (`target/<profile>/`).
+/// A free port below the kernel's ephemeral range (32768 and up on Linux), so that while the
+/// service is down no outgoing connection can take it and keep the restart from binding it.
+fn service_port() -> u16 {
+    for _ in 0..100 {
+        let candidate = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, candidate)).is_ok() {
+            return candidate;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
+}
+
+/// The service binary Cargo built beside this test executable (`target/<profile>/`),
+/// provided it is newer than every source it is built from.
 fn service_binary(name: &str) -> PathBuf {
     let test_exe = std::env::current_exe().expect("the test executable has a path");
     // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
@@ -203,11 +217,51 @@ fn service_binary(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("the test executable lives in target/<profile>/deps");
     let binary = profile_dir.join(name);
-    assert!(
-        binary.exists(),
-        "{} is missing: build the services first with `cargo build --workspace --bins` \
-         (scripts/test.sh does)",
-        binary.display()
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: build the services first with `cargo build --workspace --bins` \
+                 (scripts/test.sh does)",
+                binary.display()
+            )
+        });
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e lives in the workspace");
+    // What goes into the binaries: each service's and shared-events' code, migrations and
+    // manifest, and the lock file. (Their tests do not.)
+    let mut crates = vec![workspace.join("shared-events")];
+    crates.extend(
+        std::fs::read_dir(workspace.join("services"))
+            .expect("the services directory")
+            .filter_map(|entry| Some(entry.ok()?.path())),
     );
+    let newest_source = crates
+        .iter()
+        .flat_map(|dir| ["src", "migrations", "Cargo.toml"].map(|part| dir.join(part)))
+        .chain([workspace.join("Cargo.lock")])
+        .filter_map(|path| newest_modification(&path))
+        .max();
+    if let Some(source) = newest_source {
+        assert!(
+            built >= source,
+            "{} is older than its sources: rebuild with `cargo build --workspace --bins` \
+             (scripts/test.sh does)",
+            binary.display()
+        );
+    }
     binary
+}
+
+/// The latest modification time of `path` or anything beneath it.
+fn newest_modification(path: &Path) -> Option<std::time::SystemTime> {
+    let metadata = std::fs::metadata(path).ok()?;
+    if !metadata.is_dir() {
+        return metadata.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|entry| newest_modification(&entry.ok()?.path()))
+        .max()
 }
