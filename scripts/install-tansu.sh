@@ -9,35 +9,44 @@
 # Tansu 0.6.0 is built with the fixes in scripts/tansu/<crate>/*.patch applied to its crates (each
 # patch says why); the cache directory carries a revision so a change of patches rebuilds it.
 set -euo pipefail
+shopt -s nullglob
 
 TANSU_VERSION=0.6.0
-PATCH_REVISION=shop2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-TANSU_HOME=${TANSU_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/shop/tansu-$TANSU_VERSION-$PATCH_REVISION}
+patch_files=("$here"/tansu/*/*.patch)
+# The patches' own digest names the build, so changing a patch can never reuse a stale broker.
+revision=$(cat "${patch_files[@]}" | sha256sum | cut -c1-12)
+TANSU_HOME=${TANSU_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/shop/tansu-$TANSU_VERSION-$revision}
 bin="$TANSU_HOME/bin/tansu"
 
+# --path: where the binary is (or will be), without building it.
+if [ "${1:-}" = --path ]; then
+  echo "$bin"
+  exit 0
+fi
 if [ -x "$bin" ]; then
   echo "$bin"
   exit 0
 fi
 
-for tool in cargo curl tar patch; do
+for tool in cargo curl tar patch sha256sum; do
   command -v "$tool" >/dev/null || { echo "install-tansu.sh needs $tool" >&2; exit 1; }
 done
-echo "Installing Tansu $TANSU_VERSION ($PATCH_REVISION) into $TANSU_HOME (a one-off build, about 25 minutes on 2 cores)..." >&2
+echo "Installing Tansu $TANSU_VERSION (patches $revision) into $TANSU_HOME (a one-off build, about 25 minutes on 2 cores)..." >&2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Each patched crate (scripts/tansu/<crate>/*.patch) replaces the published one through a
-# [patch] table; --locked still pins every other dependency to Tansu's own lock file.
+# Each patched crate (scripts/tansu/<crate>/*.patch, same version as Tansu) replaces the
+# published one through a [patch] table; --locked still pins every other dependency to Tansu's
+# own lock file. A patch that does not apply exactly fails the install.
 patches=()
 for dir in "$here"/tansu/*/; do
   crate=$(basename "$dir")
   curl -sSfL "https://static.crates.io/crates/$crate/$crate-$TANSU_VERSION.crate" | tar xz -C "$work"
   for fix in "$dir"*.patch; do
-    patch --quiet -d "$work/$crate-$TANSU_VERSION" -p1 <"$fix"
+    patch --quiet --batch --forward --fuzz=0 -d "$work/$crate-$TANSU_VERSION" -p1 <"$fix"
   done
-  patches+=(--config "patch.crates-io.$crate.path=\"$work/$crate-$TANSU_VERSION\"")
+  patches+=(--config "patch.crates-io.$crate.path='$work/$crate-$TANSU_VERSION'")
 done
 
 # TANSU_BUILD_DIR keeps the build between runs (handy when working on the patches).

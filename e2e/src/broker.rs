@@ -1,8 +1,9 @@
 //! A real Kafka-protocol broker for the tests: Tansu locally, Apache Kafka in Docker.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use testcontainers::runners::AsyncRunner;
@@ -146,21 +147,30 @@ impl Drop for Tansu {
     }
 }
 
-/// `TANSU_BIN`, else where `scripts/install-tansu.sh` puts it, else `tansu` on the PATH.
+/// `TANSU_BIN`, else the patched build `scripts/install-tansu.sh` keeps in its cache.
 pub fn tansu_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("TANSU_BIN") {
-        return bin.into();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")));
-    if let Some(bin) = cache
-        .map(|c| c.join("shop/tansu-0.6.0-shop2/bin/tansu"))
-        .filter(|bin| bin.exists())
-    {
-        return bin;
-    }
-    PathBuf::from("tansu")
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("TANSU_BIN") {
+                return bin.into();
+            }
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-tansu.sh");
+            let output = Command::new("bash")
+                .arg(&script)
+                .arg("--path")
+                .output()
+                .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+            let bin = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+            assert!(
+                output.status.success() && bin.exists(),
+                "no Tansu broker at {:?}: run scripts/install-tansu.sh once (scripts/test.sh \
+                 does) or set TANSU_BIN",
+                bin
+            );
+            bin
+        })
+        .clone()
 }
 
 /// A port nobody listens on right now. Tansu panics if its port is taken, so each broker
