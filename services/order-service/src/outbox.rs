@@ -42,7 +42,7 @@ struct Row {
 
 impl OutboxRelay {
     /// Publishes until `shutdown`; the batch in hand gets [`SHUTDOWN_GRACE`] to finish, then
-    /// the producer is flushed (it is empty unless the batch was abandoned).
+    /// the producer is flushed.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(250);
         while !shutdown.is_cancelled() {
@@ -55,10 +55,11 @@ impl OutboxRelay {
                     Err(_) => {
                         // Its transaction rolls back: the rows stay unpublished and go out
                         // after the restart (consumers drop a copy that got through meanwhile).
-                        // Flushing would only wait on the same unreachable broker.
+                        // The flush below gets only a moment: the broker is not answering.
                         tracing::warn!(
                             "broker unreachable at shutdown; the batch in hand stays in the outbox"
                         );
+                        self.producer.flush(Duration::from_secs(2)).await;
                         return Ok(());
                     }
                 },
