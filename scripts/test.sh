@@ -33,7 +33,8 @@ TANSU_BIN=$(scripts/install-tansu.sh)
 export TANSU_BIN
 
 say "cargo build --workspace --bins"
-# The crash tests (e2e/tests/crashes.rs) run these binaries as separate processes.
+# The crash tests (e2e/tests/crashes.rs) run these binaries as separate processes; built up
+# front, the build is not counted against a test's time-out.
 cargo build --workspace --bins --locked
 
 say "tests"

@@ -1,14 +1,15 @@
 //! The services as separate processes: the real binaries, configured through their
 //! environment as in production, so a test can `SIGKILL` or `SIGTERM` them.
 //!
-//! The binaries are the ones Cargo built next to the test executable (`target/<profile>/`);
-//! `scripts/test.sh` builds them first with `cargo build --workspace --bins`. A binary older
-//! than the service sources is refused rather than silently tested.
+//! The binaries are the ones Cargo builds next to the test executable (`target/<profile>/`);
+//! the harness runs `cargo build --workspace --bins` once per test process, so they are never
+//! older than their sources (`scripts/test.sh` builds them up front, outside any test).
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -207,61 +208,45 @@ fn service_port() -> u16 {
     panic!("no free port between 20000 and 32000");
 }
 
-/// The service binary Cargo built beside this test executable (`target/<profile>/`),
-/// provided it is newer than every source it is built from.
+/// The service binary beside this test executable (`target/<profile>/`), built first: once
+/// per test process, Cargo brings every service binary up to date (a no-op when it is), so a
+/// test never runs a binary older than its sources.
 fn service_binary(name: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().expect("the test executable has a path");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
-    let profile_dir = test_exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps");
-    let binary = profile_dir.join(name);
-    let built = std::fs::metadata(&binary)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} is missing: build the services first with `cargo build --workspace --bins` \
-                 (scripts/test.sh does)",
-                binary.display()
-            )
-        });
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e lives in the workspace");
-    // What goes into the binaries: each service's and shared-events' code, migrations and
-    // manifest, and the lock file. (Their tests do not.)
-    let mut crates = vec![workspace.join("shared-events")];
-    crates.extend(
-        std::fs::read_dir(workspace.join("services"))
-            .expect("the services directory")
-            .filter_map(|entry| Some(entry.ok()?.path())),
-    );
-    let newest_source = crates
-        .iter()
-        .flat_map(|dir| ["src", "migrations", "Cargo.toml"].map(|part| dir.join(part)))
-        .chain([workspace.join("Cargo.lock")])
-        .filter_map(|path| newest_modification(&path))
-        .max();
-    if let Some(source) = newest_source {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let profile_dir = BUILT.get_or_init(|| {
+        let test_exe = std::env::current_exe().expect("the test executable has a path");
+        // target/<profile>/deps/<test>-<hash> → target/<profile>
+        let profile_dir = test_exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lives in target/<profile>/deps")
+            .to_owned();
+        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("cannot tell the profile of {}", profile_dir.display()),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--workspace",
+                "--bins",
+                "--locked",
+                "--profile",
+                profile,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cannot run cargo to build the services");
         assert!(
-            built >= source,
-            "{} is older than its sources: rebuild with `cargo build --workspace --bins` \
-             (scripts/test.sh does)",
-            binary.display()
+            status.success(),
+            "cargo could not build the service binaries"
         );
-    }
-    binary
-}
-
-/// The latest modification time of `path` or anything beneath it.
-fn newest_modification(path: &Path) -> Option<std::time::SystemTime> {
-    let metadata = std::fs::metadata(path).ok()?;
-    if !metadata.is_dir() {
-        return metadata.modified().ok();
-    }
-    std::fs::read_dir(path)
-        .ok()?
-        .filter_map(|entry| newest_modification(&entry.ok()?.path()))
-        .max()
+        profile_dir
+    });
+    profile_dir.join(name)
 }
