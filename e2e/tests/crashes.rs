@@ -61,13 +61,19 @@ async fn lists_each_order_once(
     assert_eq!(&unique, expected, "{} lists other orders", service.name());
 }
 
+/// This test's broker and databases, with an Order Service process running.
+async fn stack_with_order_service() -> (Stack, ServiceProcess) {
+    let stack = Stack::start().await;
+    let mut order_service = stack.order_service_process("1");
+    order_service.start().await;
+    (stack, order_service)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_accepted_order_takes_effect_exactly_once_while_each_service_is_killed_and_restarted()
 {
     let _alone = ALONE.lock().await;
-    let stack = Stack::start().await;
-    let mut order_service = stack.order_service_process("1");
-    order_service.start().await;
+    let (stack, mut order_service) = stack_with_order_service().await;
     let mut consumers: Vec<ServiceProcess> = Consumer::ALL
         .into_iter()
         .map(|consumer| stack.consumer_process(consumer, "1"))
@@ -251,9 +257,7 @@ async fn takes_over_every_partition(
 async fn an_instance_stopped_with_sigterm_under_load_hands_over_its_partitions_at_once_and_nothing_is_processed_twice()
  {
     let _alone = ALONE.lock().await;
-    let stack = Stack::start().await;
-    let mut order_service = stack.order_service_process("1");
-    order_service.start().await;
+    let (stack, order_service) = stack_with_order_service().await;
     let (survivor, mut leaving) = two_inventory_instances(&stack).await;
     let load = Load::start(
         stack.http.clone(),
@@ -293,9 +297,7 @@ async fn an_instance_stopped_with_sigterm_under_load_hands_over_its_partitions_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_instances_partitions_are_processed_by_the_survivor_within_ten_seconds() {
     let _alone = ALONE.lock().await;
-    let stack = Stack::start().await;
-    let mut order_service = stack.order_service_process("1");
-    order_service.start().await;
+    let (stack, order_service) = stack_with_order_service().await;
     let (survivor, mut killed) = two_inventory_instances(&stack).await;
     let orphaned = partitions_of(&stack, &killed).await.unwrap();
 
