@@ -33,7 +33,14 @@ impl<H: Handler> ConsumerApp<H> {
         kafka::ensure_topics(&settings.kafka).await?;
         let mut registry = Registry::with_prefix(settings.name.replace('-', "_"));
         let metrics = ConsumerMetrics::register(&mut registry);
-        let consumer = EventConsumer::connect(&settings.kafka, handler, retry, metrics).await?;
+        let shed = prometheus_client::metrics::counter::Counter::default();
+        registry.register(
+            "http_requests_shed",
+            "Requests answered 503 because HTTP_MAX_IN_FLIGHT were already being handled",
+            shed.clone(),
+        );
+        let consumer =
+            EventConsumer::connect(&settings.kafka, pool.clone(), handler, retry, metrics).await?;
         let ops = OpsState {
             pool,
             registry: Arc::new(registry),
@@ -47,7 +54,10 @@ impl<H: Handler> ConsumerApp<H> {
         tracing::info!(service = settings.name, addr = %listener.local_addr()?, "listening");
         Ok(ConsumerApp {
             listener,
-            router: http::with_problem_fallbacks(routes.merge(http::ops_router(ops))),
+            router: http::with_problem_fallbacks(
+                http::limit_in_flight(routes, settings.http_max_in_flight, shed)
+                    .merge(http::ops_router(ops)),
+            ),
             consumer,
         })
     }

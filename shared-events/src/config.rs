@@ -49,6 +49,16 @@ pub struct CommonArgs {
     /// (`group.min.session.timeout.ms`): a crashed instance's partitions move within ~10 s.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6_000)]
     pub kafka_session_timeout_ms: u64,
+    /// Connections to the service's database. Every instance of every service takes this many
+    /// from PostgreSQL's `max_connections` (100 by default); a request or an event holds one
+    /// for a few milliseconds, so ten keep two cores busy.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10)]
+    pub database_pool_size: u32,
+    /// Requests the HTTP API handles at once; past that it answers 503 with `Retry-After` at
+    /// once instead of queueing for a database connection. Sized so the queue for the pool
+    /// stays a few milliseconds long (see docs/architecture.md).
+    #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub http_max_in_flight: usize,
     /// How long to wait for Kafka and PostgreSQL at start-up before giving up.
     #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub startup_timeout_secs: u64,
@@ -75,6 +85,8 @@ pub struct ServiceSettings {
     pub instance_id: String,
     pub http_addr: SocketAddr,
     pub database_url: String,
+    pub database_pool_size: u32,
+    pub http_max_in_flight: usize,
     pub kafka: KafkaSettings,
     pub log_format: LogFormat,
 }
@@ -107,6 +119,8 @@ impl ServiceSettings {
             database_url: args.database_url.unwrap_or_else(|| {
                 format!("postgres://postgres@127.0.0.1:5432/{}", identity.database)
             }),
+            database_pool_size: args.database_pool_size,
+            http_max_in_flight: args.http_max_in_flight,
             kafka: KafkaSettings {
                 bootstrap_servers: args.kafka_bootstrap_servers,
                 group_id: args
@@ -141,6 +155,8 @@ impl ServiceSettings {
                 kafka_topic_replication_factor: 1,
                 kafka_topic_min_insync_replicas: None,
                 kafka_session_timeout_ms: 6_000,
+                database_pool_size: 10,
+                http_max_in_flight: 64,
                 startup_timeout_secs: 30,
                 log_format: LogFormat::Text,
             },

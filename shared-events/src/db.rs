@@ -1,5 +1,6 @@
 //! PostgreSQL bootstrapping and the processed-events ledger that makes effects idempotent.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,11 +9,15 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
+use crate::config::ServiceSettings;
+
 /// Creates the service's database if it is missing, connects, and runs its migrations.
 ///
 /// Creating the database here keeps "database per service" a one-command affair locally;
 /// several instances racing to create it is harmless.
-pub async fn connect(url: &str, migrator: &Migrator, timeout: Duration) -> anyhow::Result<PgPool> {
+pub async fn connect(settings: &ServiceSettings, migrator: &Migrator) -> anyhow::Result<PgPool> {
+    let url = settings.database_url.as_str();
+    let timeout = settings.kafka.startup_timeout;
     let shown = redact(url);
     let exists = tokio::time::timeout(timeout, Postgres::database_exists(url))
         .await
@@ -34,7 +39,7 @@ pub async fn connect(url: &str, migrator: &Migrator, timeout: Duration) -> anyho
         tracing::info!(database = %shown, "created database");
     }
     let pool = PgPoolOptions::new()
-        .max_connections(10)
+        .max_connections(settings.database_pool_size)
         .acquire_timeout(Duration::from_secs(5))
         .connect(url)
         .await
@@ -46,34 +51,27 @@ pub async fn connect(url: &str, migrator: &Migrator, timeout: Duration) -> anyho
     Ok(pool)
 }
 
-/// Records that this service handled `event_id`, inside the caller's transaction.
+/// Records that this service handled `event_ids`, inside the caller's transaction, and
+/// returns those it had not handled before: the caller applies the effects of those only.
 ///
-/// Returns `false` when the event was already handled: the caller must then change nothing.
-/// Because the record commits with the effects or not at all, a redelivered event is a no-op.
+/// Because the record commits with the effects or not at all, a redelivered event changes
+/// nothing. Ids are inserted in sorted order so that two instances claiming overlapping
+/// batches (briefly, around a rebalance) lock them in the same order and cannot deadlock.
 /// Every consumer's migrations create the `processed_events` table this writes to.
-pub async fn claim_event(conn: &mut PgConnection, event_id: Uuid) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO processed_events (event_id) VALUES ($1) ON CONFLICT (event_id) DO NOTHING",
+pub async fn claim_events(
+    conn: &mut PgConnection,
+    event_ids: &[Uuid],
+) -> sqlx::Result<HashSet<Uuid>> {
+    let mut sorted = event_ids.to_vec();
+    sorted.sort_unstable();
+    let claimed: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO processed_events (event_id) SELECT * FROM UNNEST($1::uuid[])
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
-    .bind(event_id)
-    .execute(conn)
+    .bind(&sorted)
+    .fetch_all(conn)
     .await?;
-    Ok(inserted.rows_affected() == 1)
-}
-
-/// Opens the transaction an event's effects go into, with the event already claimed; `None`
-/// when this service handled the event before and must change nothing.
-pub async fn begin_first_delivery(
-    pool: &PgPool,
-    event_id: Uuid,
-) -> sqlx::Result<Option<sqlx::Transaction<'static, Postgres>>> {
-    let mut tx = pool.begin().await?;
-    if claim_event(&mut tx, event_id).await? {
-        Ok(Some(tx))
-    } else {
-        tracing::info!("event already handled; nothing to do");
-        Ok(None)
-    }
+    Ok(claimed.into_iter().collect())
 }
 
 /// The URL without its password, for logs and error messages.

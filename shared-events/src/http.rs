@@ -4,15 +4,18 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
@@ -132,6 +135,42 @@ pub fn with_problem_fallbacks(router: Router) -> Router {
         })
 }
 
+/// Handles at most `max` of `router`'s requests at once and answers the rest at once with a
+/// 503 problem and `Retry-After: 1`, counted in `shed`.
+///
+/// Without a bound, a crowd queues for the database pool until requests time out after
+/// seconds; with one, the queue stays as short as `max` requests and a client that is turned
+/// away knows so immediately and when to come back. Apply it to the API routes only, so that
+/// `/healthz`, `/readyz` and `/metrics` still answer under load.
+pub fn limit_in_flight(router: Router, max: usize, shed: Counter) -> Router {
+    let permits = Arc::new(Semaphore::new(max));
+    router.layer(middleware::from_fn(move |request: Request, next: Next| {
+        let permit = permits.clone().try_acquire_owned();
+        let shed = shed.clone();
+        async move {
+            let Ok(_permit) = permit else {
+                shed.inc();
+                return overloaded(max);
+            };
+            next.run(request).await
+        }
+    }))
+}
+
+fn overloaded(max: usize) -> Response {
+    let mut response = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "Overloaded",
+        format!("this instance is already handling {max} requests; retry after a second"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// What the operational endpoints report on.
 #[derive(Clone)]
 pub struct OpsState {
@@ -208,4 +247,52 @@ pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on HTTP_ADDR={addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tokio::sync::Notify;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_past_the_in_flight_limit_is_turned_away_at_once_with_retry_after() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let handler = {
+            let (entered, release) = (entered.clone(), release.clone());
+            move || async move {
+                entered.notify_one();
+                release.notified().await;
+                "done"
+            }
+        };
+        let shed = Counter::default();
+        let app = limit_in_flight(Router::new().route("/work", get(handler)), 1, shed.clone());
+        let request = || {
+            axum::http::Request::get("/work")
+                .body(Body::empty())
+                .unwrap()
+        };
+
+        let first = tokio::spawn(app.clone().oneshot(request()));
+        entered.notified().await;
+        let second = app.clone().oneshot(request()).await.unwrap();
+
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            second.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_eq!(shed.get(), 1);
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+        // The permit is back: the next request is handled.
+        let third = tokio::spawn(app.oneshot(request()));
+        entered.notified().await;
+        release.notify_one();
+        assert_eq!(third.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
 }

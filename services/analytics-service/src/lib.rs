@@ -15,17 +15,12 @@ use shared_events::kafka::RetryPolicy;
 pub type Application = ConsumerApp<CountOrder>;
 
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
-    let pool = shared_events::db::connect(
-        &settings.database_url,
-        &db::MIGRATOR,
-        settings.kafka.startup_timeout,
-    )
-    .await?;
+    let pool = shared_events::db::connect(&settings, &db::MIGRATOR).await?;
     let routes = routes::router(pool.clone());
     ConsumerApp::build(
         &settings,
         pool.clone(),
-        CountOrder { pool },
+        CountOrder,
         routes,
         RetryPolicy::default(),
     )

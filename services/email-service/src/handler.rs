@@ -1,51 +1,120 @@
+use std::collections::HashSet;
 use std::fmt::Write;
 
 use anyhow::Context;
 use lettre::Message;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
-use shared_events::db::begin_first_delivery;
-use shared_events::kafka::{Handled, Handler, HandlerError};
+use shared_events::kafka::{Applied, Handler, HandlerError};
 use shared_events::{Envelope, Event, OrderPlaced};
-use sqlx::PgPool;
+use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::mailer::Mailer;
 
-/// Sends the order confirmation and records it.
+/// Sends each order's confirmation and records it.
 ///
 /// Mail cannot be part of a database transaction, so this is the one effect that is
-/// at-least-once rather than exactly-once: a crash after sending but before committing
-/// sends the mail again on redelivery. The Message-ID is derived from the event id, so
-/// mail clients and the mail directory (one file per order) see the repeat as the same mail.
+/// at-least-once rather than exactly-once: a crash (or a failed batch) after sending but
+/// before committing sends the mail again on redelivery. The Message-ID is derived from the
+/// event id, so mail clients and the mail directory (one file per order) see the repeat as
+/// the same mail.
 pub struct SendConfirmation {
-    pub pool: PgPool,
     pub mailer: Mailer,
     pub from: Mailbox,
 }
 
+/// A confirmation ready to go.
+struct Confirmation {
+    order_id: Uuid,
+    event_id: Uuid,
+    to: Mailbox,
+    subject: String,
+    message_id: String,
+    message: Message,
+}
+
 impl Handler for SendConfirmation {
-    async fn handle(&self, event: &Envelope<Event>) -> Result<Handled, HandlerError> {
-        let Event::OrderPlaced(order) = &event.data;
-        let Some(mut tx) = begin_first_delivery(&self.pool, event.meta.event_id).await? else {
-            return Ok(Handled::Duplicate);
-        };
-        let already_sent: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM emails WHERE order_id = $1)")
-                .bind(order.order_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if already_sent {
-            tracing::warn!(order_id = %order.order_id, "confirmation already sent for this order");
-            tx.commit().await?;
-            return Ok(Handled::Duplicate);
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&Envelope<Event>],
+    ) -> Result<Applied, HandlerError> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.meta.order_id).collect();
+        let mut sent: HashSet<Uuid> =
+            sqlx::query_scalar("SELECT order_id FROM emails WHERE order_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        // Every message is built before any is sent: an address that cannot be mailed fails
+        // the batch before it has mailed anyone.
+        let mut confirmations = Vec::new();
+        for event in events {
+            let Event::OrderPlaced(order) = &event.data;
+            if sent.insert(order.order_id) {
+                confirmations.push(self.confirmation(event.meta.event_id, order)?);
+            }
         }
+        let repeated_orders = events.len() - confirmations.len();
+        if repeated_orders > 0 {
+            tracing::warn!(
+                repeated_orders,
+                "confirmation already sent for these orders"
+            );
+        }
+        for confirmation in &confirmations {
+            self.mailer
+                .send(confirmation.order_id, confirmation.message.clone())
+                .await
+                .map_err(HandlerError::Transient)?;
+            tracing::info!(order_id = %confirmation.order_id, recipient = %confirmation.to.email, "confirmation sent");
+        }
+        sqlx::query(
+            "INSERT INTO emails (order_id, event_id, recipient, subject, message_id, transport)
+             SELECT *, $6 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])",
+        )
+        .bind(confirmations.iter().map(|c| c.order_id).collect::<Vec<_>>())
+        .bind(confirmations.iter().map(|c| c.event_id).collect::<Vec<_>>())
+        .bind(
+            confirmations
+                .iter()
+                .map(|c| c.to.email.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            confirmations
+                .iter()
+                .map(|c| c.subject.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            confirmations
+                .iter()
+                .map(|c| c.message_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(self.mailer.transport())
+        .execute(&mut *tx)
+        .await?;
+        Ok(Applied { repeated_orders })
+    }
+}
+
+impl SendConfirmation {
+    fn confirmation(
+        &self,
+        event_id: Uuid,
+        order: &OrderPlaced,
+    ) -> Result<Confirmation, HandlerError> {
         let to: Mailbox = order
             .customer_email
             .parse()
             .with_context(|| format!("customer email {:?} is not a mailbox", order.customer_email))
             .map_err(HandlerError::Permanent)?;
         let subject = format!("Your order {} is confirmed", short(&order.order_id));
-        let message_id = format!("<{}@shop.local>", event.meta.event_id);
+        let message_id = format!("<{event_id}@shop.local>");
         let message = Message::builder()
             .from(self.from.clone())
             .to(to.clone())
@@ -55,29 +124,18 @@ impl Handler for SendConfirmation {
             .body(body(order))
             .context("cannot build the confirmation")
             .map_err(HandlerError::Permanent)?;
-        self.mailer
-            .send(order.order_id, message)
-            .await
-            .map_err(HandlerError::Transient)?;
-        sqlx::query(
-            "INSERT INTO emails (order_id, event_id, recipient, subject, message_id, transport)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(order.order_id)
-        .bind(event.meta.event_id)
-        .bind(to.email.to_string())
-        .bind(&subject)
-        .bind(&message_id)
-        .bind(self.mailer.transport())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        tracing::info!(order_id = %order.order_id, recipient = %to.email, "confirmation sent");
-        Ok(Handled::Applied)
+        Ok(Confirmation {
+            order_id: order.order_id,
+            event_id,
+            to,
+            subject,
+            message_id,
+            message,
+        })
     }
 }
 
-fn short(id: &uuid::Uuid) -> String {
+fn short(id: &Uuid) -> String {
     id.simple().to_string()[..8].to_uppercase()
 }
 

@@ -23,17 +23,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         .mail_from
         .parse()
         .with_context(|| format!("MAIL_FROM={} is not a mailbox", settings.mail_from))?;
-    let pool = shared_events::db::connect(
-        &service.database_url,
-        &db::MIGRATOR,
-        service.kafka.startup_timeout,
-    )
-    .await?;
+    let pool = shared_events::db::connect(service, &db::MIGRATOR).await?;
     let routes = routes::router(pool.clone());
-    let handler = SendConfirmation {
-        pool: pool.clone(),
-        mailer,
-        from,
-    };
+    let handler = SendConfirmation { mailer, from };
     ConsumerApp::build(service, pool, handler, routes, RetryPolicy::default()).await
 }

@@ -16,18 +16,13 @@ use shared_events::kafka::RetryPolicy;
 pub type Application = ConsumerApp<ReserveStock>;
 
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
-    let pool = shared_events::db::connect(
-        &settings.database_url,
-        &db::MIGRATOR,
-        settings.kafka.startup_timeout,
-    )
-    .await?;
+    let pool = shared_events::db::connect(&settings, &db::MIGRATOR).await?;
     db::seed_stock(&pool).await?;
     let routes = routes::router(pool.clone());
     ConsumerApp::build(
         &settings,
         pool.clone(),
-        ReserveStock { pool },
+        ReserveStock,
         routes,
         RetryPolicy::default(),
     )

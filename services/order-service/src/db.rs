@@ -1,7 +1,7 @@
 //! The Order Service's queries. Orders and their outbox rows are written together or not at all.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared_events::catalog;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
@@ -16,32 +16,23 @@ pub struct Product {
     pub currency: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderItem {
     pub sku: String,
     pub quantity: i32,
     pub unit_price_cents: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct Order {
     pub id: Uuid,
     pub customer_id: String,
     pub customer_email: String,
+    #[sqlx(json)]
     pub items: Vec<OrderItem>,
     pub total_cents: i64,
     pub currency: String,
     pub created_at: DateTime<Utc>,
-}
-
-#[derive(FromRow)]
-struct OrderRow {
-    id: Uuid,
-    customer_id: String,
-    customer_email: String,
-    total_cents: i64,
-    currency: String,
-    created_at: DateTime<Utc>,
 }
 
 /// What the outbox relay publishes.
@@ -76,10 +67,14 @@ pub async fn products(pool: &PgPool) -> sqlx::Result<Vec<Product>> {
         .await
 }
 
-pub async fn products_by_sku(pool: &PgPool, skus: &[String]) -> sqlx::Result<Vec<Product>> {
+/// Read on the order's own connection: a request never waits for a second one.
+pub async fn products_by_sku(
+    conn: &mut PgConnection,
+    skus: &[String],
+) -> sqlx::Result<Vec<Product>> {
     sqlx::query_as("SELECT sku, name, unit_price_cents, currency FROM products WHERE sku = ANY($1)")
         .bind(skus)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
 }
 
@@ -131,29 +126,32 @@ pub async fn insert_order(
     Ok(())
 }
 
+/// Orders with their items, in one query whatever their number: `$1` picks one order by id
+/// (or none), `$2` caps how many of the newest are returned.
+const SELECT_ORDERS: &str = "
+    SELECT o.id, o.customer_id, o.customer_email, o.total_cents, o.currency, o.created_at,
+           (SELECT json_agg(json_build_object(
+                       'sku', i.sku, 'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents)
+                    ORDER BY i.line_no)
+            FROM order_items i WHERE i.order_id = o.id) AS items
+    FROM orders o
+    WHERE $1::uuid IS NULL OR o.id = $1
+    ORDER BY o.created_at DESC, o.id
+    LIMIT $2";
+
 pub async fn order(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Order>> {
-    let Some(row) = sqlx::query_as::<_, OrderRow>(
-        "SELECT id, customer_id, customer_email, total_cents, currency, created_at FROM orders WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let items = sqlx::query_as(
-        "SELECT sku, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
-    Ok(Some(Order {
-        id: row.id,
-        customer_id: row.customer_id,
-        customer_email: row.customer_email,
-        items,
-        total_cents: row.total_cents,
-        currency: row.currency,
-        created_at: row.created_at,
-    }))
+    sqlx::query_as(SELECT_ORDERS)
+        .bind(id)
+        .bind(1_i64)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The newest `limit` orders, newest first.
+pub async fn recent_orders(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Order>> {
+    sqlx::query_as(SELECT_ORDERS)
+        .bind(None::<Uuid>)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
 }

@@ -26,12 +26,7 @@ impl Application {
     /// the HTTP port. Fails fast, naming what is unreachable.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let service = &settings.service;
-        let pool = shared_db::connect(
-            &service.database_url,
-            &db::MIGRATOR,
-            service.kafka.startup_timeout,
-        )
-        .await?;
+        let pool = shared_db::connect(service, &db::MIGRATOR).await?;
         db::seed_catalog(&pool).await?;
         kafka::ensure_topics(&service.kafka).await?;
         let producer =
@@ -41,6 +36,7 @@ impl Application {
         let orders_placed = Counter::default();
         let published = Counter::default();
         let failures = Counter::default();
+        let shed = Counter::default();
         registry.register(
             "orders_placed",
             "Orders accepted with 201",
@@ -50,6 +46,11 @@ impl Application {
             "outbox_published",
             "Events the broker acknowledged",
             published.clone(),
+        );
+        registry.register(
+            "http_requests_shed",
+            "Requests answered 503 because HTTP_MAX_IN_FLIGHT were already being handled",
+            shed.clone(),
         );
         registry.register(
             "outbox_failures",
@@ -68,8 +69,8 @@ impl Application {
             registry: Arc::new(registry),
             consumer: None,
         };
-        let router =
-            http::with_problem_fallbacks(routes::router(state).merge(http::ops_router(ops)));
+        let api = http::limit_in_flight(routes::router(state), service.http_max_in_flight, shed);
+        let router = http::with_problem_fallbacks(api.merge(http::ops_router(ops)));
         let relay = OutboxRelay {
             pool,
             producer,

@@ -1,207 +1,45 @@
-use std::collections::BTreeSet;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+//! The at-least-once consumer loop: take what librdkafka has fetched, apply each
+//! partition's events in one transaction with their claims, store the offsets, and park on
+//! the dead-letter topic whatever cannot be handled.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, KafkaResult};
+use futures::FutureExt;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Message, TopicPartitionList};
-use serde::Serialize;
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
+use super::assignment::{Assignment, RebalanceContext};
+use super::handler::{Handler, HandlerError, RetryPolicy};
 use super::{EventProducer, OutgoingRecord};
 use crate::config::KafkaSettings;
 use crate::envelope::{Envelope, Event};
 use crate::metrics::ConsumerMetrics;
 use crate::topics;
 
-/// What a consumer service does with one event. Implementations must be idempotent: the
-/// same event may arrive more than once (see [`crate::db::claim_event`]).
-pub trait Handler: Send + Sync + 'static {
-    fn handle(
-        &self,
-        event: &Envelope<Event>,
-    ) -> impl Future<Output = Result<Handled, HandlerError>> + Send;
-}
-
-/// What handling an event did, so metrics can tell first deliveries from redeliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handled {
-    /// The event's effects were applied.
-    Applied,
-    /// The event (or its order) had been handled before: nothing changed.
-    Duplicate,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// May pass on a later attempt (database busy, mail server down): retried with backoff.
-    #[error("{0:#}")]
-    Transient(anyhow::Error),
-    /// Will never pass: the event goes to the dead-letter topic at once.
-    #[error("{0:#}")]
-    Permanent(anyhow::Error),
-}
-
-impl From<sqlx::Error> for HandlerError {
-    fn from(err: sqlx::Error) -> Self {
-        HandlerError::Transient(err.into())
-    }
-}
-
-/// How often and how patiently a transient failure is retried before the event is parked.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        // 0.2 + 0.4 + 0.8 + 1.6 s: a partition waits at most ~3 s on an event that keeps failing.
-        RetryPolicy {
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
-    }
-}
-
-/// Which partitions this instance holds, updated on every rebalance.
-#[derive(Clone, Debug, Default)]
-pub struct Assignment {
-    state: Arc<Mutex<AssignmentState>>,
-}
-
-#[derive(Debug, Default)]
-struct AssignmentState {
-    partitions: BTreeSet<(String, i32)>,
-    rebalances: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct AssignmentSnapshot {
-    pub group: String,
-    pub instance_id: String,
-    pub partitions: Vec<AssignedPartition>,
-    pub rebalances: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct AssignedPartition {
-    pub topic: String,
-    pub partition: i32,
-}
-
-impl Assignment {
-    pub fn snapshot(&self, group: &str, instance_id: &str) -> AssignmentSnapshot {
-        let state = self.state.lock().expect("assignment lock poisoned");
-        AssignmentSnapshot {
-            group: group.to_owned(),
-            instance_id: instance_id.to_owned(),
-            partitions: state
-                .partitions
-                .iter()
-                .map(|(topic, partition)| AssignedPartition {
-                    topic: topic.clone(),
-                    partition: *partition,
-                })
-                .collect(),
-            rebalances: state.rebalances,
-        }
-    }
-
-    fn apply(&self, rebalance: &Rebalance<'_>) -> Vec<i32> {
-        let mut state = self.state.lock().expect("assignment lock poisoned");
-        state.rebalances += 1;
-        match rebalance {
-            Rebalance::Assign(list) => {
-                state.partitions.extend(entries(list));
-            }
-            Rebalance::Revoke(list) => {
-                for entry in entries(list) {
-                    state.partitions.remove(&entry);
-                }
-            }
-            Rebalance::Error(_) => {}
-        }
-        state
-            .partitions
-            .iter()
-            .map(|(_, partition)| *partition)
-            .collect()
-    }
-}
-
-fn entries(list: &TopicPartitionList) -> impl Iterator<Item = (String, i32)> + '_ {
-    list.elements()
-        .into_iter()
-        .map(|e| (e.topic().to_owned(), e.partition()))
-}
-
-/// Logs every rebalance and keeps [`Assignment`] current.
-struct RebalanceContext {
-    group: String,
-    instance_id: String,
-    assignment: Assignment,
-}
-
-impl ClientContext for RebalanceContext {}
-
-impl ConsumerContext for RebalanceContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let held = self.assignment.apply(rebalance);
-        let (group, instance) = (&self.group, &self.instance_id);
-        match rebalance {
-            Rebalance::Assign(list) => tracing::info!(
-                group, instance, assigned = ?entries(list).map(|e| e.1).collect::<Vec<_>>(), holding = ?held,
-                "rebalance: partitions assigned"
-            ),
-            Rebalance::Revoke(list) => tracing::info!(
-                group, instance, revoked = ?entries(list).map(|e| e.1).collect::<Vec<_>>(), holding = ?held,
-                "rebalance: partitions revoked"
-            ),
-            Rebalance::Error(err) => {
-                tracing::warn!(group, instance, error = %err, "rebalance failed")
-            }
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => tracing::trace!(?offsets, "offsets committed"),
-            // Auto-commit found nothing new to commit.
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(err) => tracing::warn!(error = %err, "offset commit failed; it will be retried"),
-        }
-    }
-}
+/// Messages taken from librdkafka's queue at most per round. Only what has already been
+/// fetched is taken, so a quiet service handles each event as it comes, and a busy one
+/// amortises a transaction over up to this many.
+const MAX_BATCH: usize = 500;
 
 /// An at-least-once consumer of `orders` for one consumer group.
 ///
-/// Each event's offset is stored only after its handler succeeded (or the event was parked on
-/// the dead-letter topic), and the stored offsets are committed in the background and on
-/// shutdown. A crash therefore redelivers the events in flight, never skips one; handlers
-/// make the redelivery harmless.
+/// Each event's offset is stored only after its effects and its claim were committed (or the
+/// event was parked on the dead-letter topic), and the stored offsets are committed in the
+/// background and on shutdown. A crash therefore redelivers the events in flight, never skips
+/// one; the claim in `processed_events` makes the redelivery harmless.
 pub struct EventConsumer<H> {
     consumer: Arc<StreamConsumer<RebalanceContext>>,
     handler: H,
+    pool: PgPool,
     dead_letters: EventProducer,
     retry: RetryPolicy,
     metrics: ConsumerMetrics,
@@ -209,16 +47,19 @@ pub struct EventConsumer<H> {
     topic: &'static str,
 }
 
-enum Outcome {
-    /// Handled or parked: its offset may be stored.
-    Settled,
-    /// Shutdown came first: leave the offset alone so the event is redelivered.
-    Interrupted,
+/// How far through a partition's messages the consumer got.
+enum Progress {
+    /// Every message was handled or parked: all their offsets may be stored.
+    Done,
+    /// Shutdown came first after this many messages had settled: store the offsets of those
+    /// only, so the rest are redelivered.
+    Interrupted(usize),
 }
 
 impl<H: Handler> EventConsumer<H> {
     pub async fn connect(
         settings: &KafkaSettings,
+        pool: PgPool,
         handler: H,
         retry: RetryPolicy,
         metrics: ConsumerMetrics,
@@ -248,11 +89,15 @@ impl<H: Handler> EventConsumer<H> {
                 "heartbeat.interval.ms",
                 (session_ms / 3).max(100).to_string(),
             )
+            // Prefetch at most 8 MiB (librdkafka's default is 64 MiB): tens of thousands of
+            // events, plenty to keep batches full, within the service's memory budget.
+            .set("queued.max.messages.kbytes", "8192")
             .create_with_context(context)
             .context("invalid Kafka consumer configuration")?;
         Ok(EventConsumer {
             consumer: Arc::new(consumer),
             handler,
+            pool,
             dead_letters,
             retry,
             metrics,
@@ -271,13 +116,13 @@ impl<H: Handler> EventConsumer<H> {
             .subscribe(&[self.topic])
             .with_context(|| format!("cannot subscribe to {}", self.topic))?;
         tracing::info!(group = %self.group, topic = self.topic, "consuming");
-        loop {
+        'consuming: loop {
             let received = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 received = self.consumer.recv() => received,
             };
-            let message = match received {
+            let first = match received {
                 Ok(message) => message,
                 Err(err) => {
                     // Broker unreachable and the like: librdkafka reconnects by itself.
@@ -286,60 +131,148 @@ impl<H: Handler> EventConsumer<H> {
                     continue;
                 }
             };
-            let span = tracing::info_span!(
-                "event",
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
-                event_id = field::Empty,
-                event_type = field::Empty,
-            );
-            match self.process(&message, &shutdown).instrument(span).await {
-                Outcome::Settled => {
-                    // Fails only if the partition was revoked meanwhile; its new owner then
-                    // redelivers the event and the handler's idempotency absorbs it.
-                    if let Err(err) = self.consumer.store_offset_from_message(&message) {
-                        tracing::warn!(error = %err, "could not store offset");
-                    }
+            for (partition, messages) in self.drain(first) {
+                let span = tracing::info_span!(
+                    "batch",
+                    topic = self.topic,
+                    partition,
+                    offsets = %format!("{}..={}", messages[0].offset(), messages[messages.len() - 1].offset()),
+                );
+                let progress = self
+                    .process_partition(&messages, &shutdown)
+                    .instrument(span)
+                    .await;
+                let settled = match progress {
+                    Progress::Done => messages.len(),
+                    Progress::Interrupted(settled) => settled,
+                };
+                // Fails only if the partition was revoked meanwhile; its new owner then
+                // redelivers the events and their claims absorb them.
+                if let Some(last) = settled.checked_sub(1).map(|i| &messages[i])
+                    && let Err(err) = self.consumer.store_offset_from_message(last)
+                {
+                    tracing::warn!(error = %err, "could not store offset");
                 }
-                Outcome::Interrupted => break,
+                if let Progress::Interrupted(_) = progress {
+                    break 'consuming;
+                }
             }
         }
         self.close().await;
         Ok(())
     }
 
-    async fn process(
+    /// `first` and whatever else librdkafka has already fetched (up to [`MAX_BATCH`]),
+    /// grouped by partition, each partition's messages in offset order.
+    fn drain<'c>(&'c self, first: BorrowedMessage<'c>) -> BTreeMap<i32, Vec<BorrowedMessage<'c>>> {
+        let mut by_partition: BTreeMap<i32, Vec<BorrowedMessage<'c>>> = BTreeMap::new();
+        by_partition
+            .entry(first.partition())
+            .or_default()
+            .push(first);
+        for _ in 1..MAX_BATCH {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => by_partition
+                    .entry(message.partition())
+                    .or_default()
+                    .push(message),
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        by_partition
+    }
+
+    /// Handles one partition's messages in order: runs of decodable events are applied
+    /// together, an undecodable message is parked where it stands.
+    async fn process_partition(
+        &self,
+        messages: &[BorrowedMessage<'_>],
+        shutdown: &CancellationToken,
+    ) -> Progress {
+        let mut run_start = 0;
+        let mut run = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            match Envelope::decode(message.payload()) {
+                Ok(event) => run.push(event),
+                Err(err) => {
+                    // The events before it first, so offsets are stored in order.
+                    let before = &messages[run_start..index];
+                    if let Progress::Interrupted(n) = self.apply_run(before, &run, shutdown).await {
+                        return Progress::Interrupted(run_start + n);
+                    }
+                    run.clear();
+                    let span = event_span(message);
+                    let parked = async {
+                        tracing::warn!(error = %err, "undecodable message");
+                        self.park(message, err.kind(), &err.to_string(), 0, shutdown)
+                            .await
+                    };
+                    if let Progress::Interrupted(_) = parked.instrument(span).await {
+                        return Progress::Interrupted(index);
+                    }
+                    run_start = index + 1;
+                }
+            }
+        }
+        match self.apply_run(&messages[run_start..], &run, shutdown).await {
+            Progress::Done => Progress::Done,
+            Progress::Interrupted(n) => Progress::Interrupted(run_start + n),
+        }
+    }
+
+    /// Applies consecutive events (`events[i]` decoded from `messages[i]`) in one
+    /// transaction; if that fails, one at a time, so only the event at fault is retried and,
+    /// in the end, parked.
+    async fn apply_run(
+        &self,
+        messages: &[BorrowedMessage<'_>],
+        events: &[Envelope<Event>],
+        shutdown: &CancellationToken,
+    ) -> Progress {
+        if events.len() > 1 {
+            match self.apply(events).await {
+                Ok(()) => return Progress::Done,
+                Err(err) => tracing::warn!(
+                    events = events.len(),
+                    error = %err,
+                    "batch failed; handling its events one at a time"
+                ),
+            }
+        }
+        for (index, (message, event)) in messages.iter().zip(events).enumerate() {
+            let span = event_span(message);
+            span.record("event_id", field::display(event.meta.event_id));
+            span.record("event_type", event.meta.event_type.as_str());
+            if let Progress::Interrupted(_) = self
+                .apply_one(message, event, shutdown)
+                .instrument(span)
+                .await
+            {
+                return Progress::Interrupted(index);
+            }
+        }
+        Progress::Done
+    }
+
+    /// Applies one event, retrying transient failures; parks it when it is rejected or
+    /// retries run out.
+    async fn apply_one(
         &self,
         message: &BorrowedMessage<'_>,
+        event: &Envelope<Event>,
         shutdown: &CancellationToken,
-    ) -> Outcome {
-        let started = Instant::now();
-        let event = match Envelope::decode(message.payload()) {
-            Ok(event) => event,
-            Err(err) => {
-                tracing::warn!(error = %err, "undecodable message");
-                return self
-                    .park(message, err.kind(), &err.to_string(), 0, shutdown)
-                    .await;
-            }
-        };
-        let span = tracing::Span::current();
-        span.record("event_id", field::display(event.meta.event_id));
-        span.record("event_type", event.meta.event_type.as_str());
-
+    ) -> Progress {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match self.handler.handle(&event).await {
-                Ok(Handled::Applied) => {
-                    self.metrics.observe("processed", started.elapsed());
-                    tracing::debug!(attempt, "event processed");
-                    return Outcome::Settled;
-                }
-                Ok(Handled::Duplicate) => {
-                    self.metrics.observe("duplicate", started.elapsed());
-                    return Outcome::Settled;
+            let error = match self.apply(std::slice::from_ref(event)).await {
+                Ok(()) => {
+                    tracing::debug!(attempt, "event handled");
+                    return Progress::Done;
                 }
                 Err(HandlerError::Permanent(err)) => {
                     tracing::warn!(error = %format!("{err:#}"), "event rejected by handler");
@@ -357,13 +290,41 @@ impl<H: Handler> EventConsumer<H> {
                     .await;
             }
             let backoff = self.retry.backoff(attempt);
-            self.metrics.observe("retried", started.elapsed());
+            self.metrics.count("retried", 1);
             tracing::warn!(attempt, ?backoff, error = %format!("{error:#}"), "handler failed, retrying");
             tokio::select! {
-                () = shutdown.cancelled() => return Outcome::Interrupted,
+                () = shutdown.cancelled() => return Progress::Interrupted(0),
                 () = tokio::time::sleep(backoff) => {}
             }
         }
+    }
+
+    /// One transaction: claims the events' ids, lets the handler apply those not handled
+    /// before, commits both together.
+    async fn apply(&self, events: &[Envelope<Event>]) -> Result<(), HandlerError> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<_> = events.iter().map(|event| event.meta.event_id).collect();
+        let mut unclaimed: HashSet<_> = crate::db::claim_events(&mut tx, &ids).await?;
+        // Taken out as they are met, so an event delivered twice in one batch counts once.
+        let fresh: Vec<&Envelope<Event>> = events
+            .iter()
+            .filter(|event| unclaimed.remove(&event.meta.event_id))
+            .collect();
+        let applied = if fresh.is_empty() {
+            Default::default()
+        } else {
+            self.handler.apply(&mut tx, &fresh).await?
+        };
+        tx.commit().await?;
+
+        let repeated = events.len() - fresh.len() + applied.repeated_orders;
+        if repeated > 0 {
+            tracing::info!(repeated, "events handled before; nothing changed for them");
+        }
+        self.metrics
+            .applied(events.len(), repeated, started.elapsed(), &fresh);
+        Ok(())
     }
 
     /// Publishes the message, untouched, to the dead-letter topic with the reason in its
@@ -375,7 +336,7 @@ impl<H: Handler> EventConsumer<H> {
         reason: &str,
         attempts: u32,
         shutdown: &CancellationToken,
-    ) -> Outcome {
+    ) -> Progress {
         let dead_letter_topic = topics::dead_letter_topic(message.topic());
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
@@ -409,7 +370,7 @@ impl<H: Handler> EventConsumer<H> {
         loop {
             match self.dead_letters.send(record).await {
                 Ok((partition, offset)) => {
-                    self.metrics.observe("dead_lettered", Duration::ZERO);
+                    self.metrics.count("dead_lettered", 1);
                     tracing::warn!(
                         dead_letter_topic,
                         partition,
@@ -418,14 +379,14 @@ impl<H: Handler> EventConsumer<H> {
                         reason,
                         "message parked on the dead-letter topic"
                     );
-                    return Outcome::Settled;
+                    return Progress::Done;
                 }
                 Err(err) => {
                     tracing::error!(error = %err, ?backoff, "cannot park message yet, retrying");
                 }
             }
             tokio::select! {
-                () = shutdown.cancelled() => return Outcome::Interrupted,
+                () = shutdown.cancelled() => return Progress::Interrupted(0),
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(self.retry.max_backoff);
@@ -454,6 +415,17 @@ impl<H: Handler> EventConsumer<H> {
     }
 }
 
+/// The span every event is handled in, named as in the logs of a single event.
+fn event_span(message: &BorrowedMessage<'_>) -> tracing::Span {
+    tracing::info_span!(
+        "event",
+        partition = message.partition(),
+        offset = message.offset(),
+        event_id = field::Empty,
+        event_type = field::Empty,
+    )
+}
+
 /// Header names on a dead-lettered message. Its key, payload and original headers are
 /// kept as they were, so it can be replayed to its original topic unchanged.
 pub mod dead_letter {
@@ -465,20 +437,4 @@ pub mod dead_letter {
     pub const ERROR: &str = "dlt.error.message";
     pub const SERVICE: &str = "dlt.service";
     pub const ATTEMPTS: &str = "dlt.attempts";
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_the_initial_delay_up_to_the_cap() {
-        let policy = RetryPolicy {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(500),
-        };
-        let delays: Vec<u128> = (1..=5).map(|n| policy.backoff(n).as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 500, 500]);
-    }
 }

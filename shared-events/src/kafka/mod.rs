@@ -2,15 +2,16 @@
 //! at-least-once consumer with retries and a dead-letter topic.
 
 mod admin;
+mod assignment;
 mod consumer;
 pub mod dead_letters;
+mod handler;
 mod producer;
 
 pub use admin::ensure_topics;
-pub use consumer::{
-    AssignedPartition, Assignment, AssignmentSnapshot, EventConsumer, Handled, Handler,
-    HandlerError, RetryPolicy, dead_letter,
-};
+pub use assignment::{AssignedPartition, Assignment, AssignmentSnapshot};
+pub use consumer::{EventConsumer, dead_letter};
+pub use handler::{Applied, Handler, HandlerError, RetryPolicy};
 pub use producer::{EventProducer, OutgoingRecord};
 
 use rdkafka::ClientConfig;

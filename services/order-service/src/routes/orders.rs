@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use shared_events::{Envelope, OrderLine, OrderPlaced, catalog, topics};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::AppState;
@@ -54,32 +55,65 @@ pub async fn place(
         .begin()
         .await
         .context("cannot open the order transaction")?;
-    // The key first: a retry gets its original order even if the catalog changed since.
-    if let Some(key) = &key
-        && let Claim::Replay(order_id) = idempotency::claim(&mut tx, key, &canonical).await?
-    {
-        tx.rollback().await?;
-        let order = db::order(&state.pool, order_id)
-            .await?
-            .with_context(|| format!("idempotency key {key} names missing order {order_id}"))?;
-        tracing::info!(%order_id, "idempotent retry answered with the original order");
-        return Ok(created(order, true));
-    }
-    let order = price(&state, request).await?;
-    db::insert_order(&mut tx, &order, &outbox_event(&order))
-        .await
-        .context("cannot store the order")?;
-    if let Some(key) = &key {
-        idempotency::record(&mut tx, key, &canonical, order.id)
-            .await
-            .context("cannot store the idempotency key")?;
-    }
+    let stored = match store(&mut tx, key.as_deref(), &canonical, request).await {
+        Ok(stored) => stored,
+        Err(err) => {
+            // Rolled back before answering, not whenever the connection is next used: the
+            // key's lock is free by the time the client sends its corrected request.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "cannot roll back a refused order");
+            }
+            return Err(err);
+        }
+    };
+    let order = match stored {
+        Stored::New(order) => order,
+        Stored::Replay(order_id) => {
+            tx.rollback().await?;
+            let order = db::order(&state.pool, order_id)
+                .await?
+                .with_context(|| format!("an idempotency key names missing order {order_id}"))?;
+            tracing::info!(%order_id, "idempotent retry answered with the original order");
+            return Ok(created(order, true));
+        }
+    };
     tx.commit().await.context("cannot commit the order")?;
 
     state.orders_placed.inc();
     state.relay_wake.notify_one();
     tracing::info!(order_id = %order.id, total_cents = order.total_cents, "order placed");
     Ok(created(order, false))
+}
+
+enum Stored {
+    New(Order),
+    /// The key was used before, for this same request: answer with that order.
+    Replay(Uuid),
+}
+
+/// The order's transaction up to its commit: the key first (a retry gets its original order
+/// even if the catalog changed since), then the priced order, its event and the key.
+async fn store(
+    tx: &mut PgConnection,
+    key: Option<&str>,
+    canonical: &str,
+    request: NewOrder,
+) -> Result<Stored, ApiError> {
+    if let Some(key) = key
+        && let Claim::Replay(order_id) = idempotency::claim(tx, key, canonical).await?
+    {
+        return Ok(Stored::Replay(order_id));
+    }
+    let order = price(tx, request).await?;
+    db::insert_order(tx, &order, &outbox_event(&order))
+        .await
+        .context("cannot store the order")?;
+    if let Some(key) = key {
+        idempotency::record(tx, key, canonical, order.id)
+            .await
+            .context("cannot store the idempotency key")?;
+    }
+    Ok(Stored::New(order))
 }
 
 /// The `order_placed` event for a new order, as the outbox stores it.
@@ -153,16 +187,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<Order>>, ApiError> {
     let limit = params.limit.unwrap_or(50).clamp(1, 500);
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM orders ORDER BY created_at DESC, id LIMIT $1")
-            .bind(limit)
-            .fetch_all(&state.pool)
-            .await?;
-    let mut orders = Vec::with_capacity(ids.len());
-    for id in ids {
-        orders.extend(db::order(&state.pool, id).await?);
-    }
-    Ok(Json(orders))
+    Ok(Json(db::recent_orders(&state.pool, limit).await?))
 }
 
 /// Every rule a well-formed body can still break, reported together.
@@ -243,10 +268,11 @@ fn is_plausible_email(value: &str) -> bool {
     }
 }
 
-/// Prices the order from the catalog; unknown SKUs are a client error.
-async fn price(state: &AppState, request: NewOrder) -> Result<Order, ApiError> {
+/// Prices the order from the catalog, on the order's own transaction; unknown SKUs are a
+/// client error.
+async fn price(tx: &mut PgConnection, request: NewOrder) -> Result<Order, ApiError> {
     let skus: Vec<String> = request.items.iter().map(|item| item.sku.clone()).collect();
-    let catalog: HashMap<String, db::Product> = db::products_by_sku(&state.pool, &skus)
+    let catalog: HashMap<String, db::Product> = db::products_by_sku(tx, &skus)
         .await?
         .into_iter()
         .map(|product| (product.sku.clone(), product))

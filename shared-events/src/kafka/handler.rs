@@ -1,0 +1,101 @@
+//! The contract between the shared consumer and a service: what a handler is given, what it
+//! answers, and how patiently a failure is retried.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::PgConnection;
+
+use crate::envelope::{Envelope, Event};
+
+/// What a consumer service does with the events it receives.
+///
+/// The consumer owns idempotency and the transaction, so a handler cannot forget either: it
+/// opens a transaction, claims the events' ids in the service's `processed_events` table
+/// (an id claimed before means a redelivery, which is left out), calls [`Handler::apply`]
+/// with the events that are new, and commits the claims and the effects together. Only then
+/// are the events' offsets stored.
+///
+/// Events come in batches of one partition's consecutive events, so that a busy service pays
+/// for one transaction per batch rather than per event; write `apply` set-wise. If a batch
+/// fails, the consumer rolls it back and hands its events over again one at a time, each with
+/// its own retries, so one bad event is retried or parked alone.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies the effects of `events`, in order, on `tx`. The consumer commits.
+    ///
+    /// Effects must also be keyed by order, as a second line of defence: an event with a new
+    /// id for an order already handled (a replay published anew, say) changes nothing and is
+    /// counted in [`Applied::repeated_orders`].
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&Envelope<Event>],
+    ) -> impl Future<Output = Result<Applied, HandlerError>> + Send;
+}
+
+/// What applying a batch did, beyond the effects themselves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Events about an order this service had already handled: nothing changed for them.
+    pub repeated_orders: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// May pass on a later attempt (database busy, mail server down): retried with backoff.
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
+    /// Will never pass: the event goes to the dead-letter topic at once.
+    #[error("{0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(err: sqlx::Error) -> Self {
+        HandlerError::Transient(err.into())
+    }
+}
+
+/// How often and how patiently a transient failure is retried before the event is parked.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        // 0.2 + 0.4 + 0.8 + 1.6 s: a partition waits at most ~3 s on an event that keeps failing.
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_initial_delay_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        let delays: Vec<u128> = (1..=5).map(|n| policy.backoff(n).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+    }
+}
