@@ -78,17 +78,36 @@ pub async fn products_by_sku(
         .await
 }
 
-/// Stores the order and the event announcing it, in the caller's transaction: committed
-/// together, an order is never stored without its event, nor an event published for an
-/// order that was not stored.
+/// Stores the order, its items, the event announcing it and, with a key, the idempotency
+/// key, in the caller's transaction: committed together, an order is never stored without
+/// its event, nor an event published for an order that was not stored. One statement, so one
+/// round trip whatever the number of items.
 pub async fn insert_order(
     tx: &mut PgConnection,
     order: &Order,
     event: &OutboxEvent<'_>,
+    key: Option<(&str, &str)>,
 ) -> sqlx::Result<()> {
+    let line_numbers: Vec<i32> = (1..).take(order.items.len()).collect();
+    let skus: Vec<&str> = order.items.iter().map(|i| i.sku.as_str()).collect();
+    let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
+    let prices: Vec<i64> = order.items.iter().map(|i| i.unit_price_cents).collect();
+    let (key, request) = key.unzip();
     sqlx::query(
-        "INSERT INTO orders (id, customer_id, customer_email, total_cents, currency, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH new_order AS (
+             INSERT INTO orders (id, customer_id, customer_email, total_cents, currency, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             RETURNING id
+         ), items AS (
+             INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_cents)
+             SELECT new_order.id, line.* FROM new_order,
+                    UNNEST($7::int[], $8::text[], $9::int[], $10::bigint[]) AS line
+         ), event AS (
+             INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
+             VALUES ($11, $12, $13, $14, $15)
+         )
+         INSERT INTO idempotency_keys (key, request, order_id, completed_at)
+         SELECT $16, $17, new_order.id, now() FROM new_order WHERE $16::text IS NOT NULL",
     )
     .bind(order.id)
     .bind(&order.customer_id)
@@ -96,32 +115,18 @@ pub async fn insert_order(
     .bind(order.total_cents)
     .bind(&order.currency)
     .bind(order.created_at)
-    .execute(&mut *tx)
-    .await?;
-    let line_numbers: Vec<i32> = (1..).take(order.items.len()).collect();
-    let skus: Vec<&str> = order.items.iter().map(|i| i.sku.as_str()).collect();
-    let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
-    let prices: Vec<i64> = order.items.iter().map(|i| i.unit_price_cents).collect();
-    sqlx::query(
-        "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_cents)
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[], $5::bigint[])",
-    )
-    .bind(order.id)
     .bind(&line_numbers)
     .bind(&skus)
     .bind(&quantities)
     .bind(&prices)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload) VALUES ($1, $2, $3, $4, $5)",
-    )
     .bind(event.event_id)
     .bind(event.topic)
     .bind(&event.key)
     .bind(event.event_type)
     .bind(&event.payload)
-    .execute(&mut *tx)
+    .bind(key)
+    .bind(request)
+    .execute(tx)
     .await?;
     Ok(())
 }

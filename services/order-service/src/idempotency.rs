@@ -23,7 +23,8 @@ pub const MAX_KEY_LENGTH: usize = 255;
 /// What the key says about this request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// First time: store the order, then [`record`] the key in the same transaction.
+    /// First time: store the order and the key in the same transaction
+    /// ([`crate::db::insert_order`]).
     New,
     /// Already answered: return this order again.
     Replay(Uuid),
@@ -52,17 +53,16 @@ const ABANDONED_AFTER: &str = "30 seconds";
 /// `request` is the canonical form of the body, to tell a retry from a reused key.
 pub async fn claim(tx: &mut PgConnection, key: &str, request: &str) -> Result<Claim, ApiError> {
     // If this server vanishes without closing its connection (host crash, partition),
-    // PostgreSQL ends the transaction, and with it the lock, after 10 idle seconds.
-    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = '10s'")
-        .execute(&mut *tx)
-        .await
-        .context("cannot bound the order transaction")?;
-    let locked: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await
-            .context("cannot lock the idempotency key")?;
+    // PostgreSQL ends the transaction, and with it the lock, after 10 idle seconds
+    // (`set_config(.., true)` is `SET LOCAL`, sent with the lock in one round trip).
+    let (_, locked): (String, bool) = sqlx::query_as(
+        "SELECT set_config('idle_in_transaction_session_timeout', '10s', true),
+                pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+    )
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await
+    .context("cannot lock the idempotency key")?;
     if !locked {
         return Err(ApiError::RequestInFlight);
     }
@@ -89,23 +89,4 @@ pub async fn claim(tx: &mut PgConnection, key: &str, request: &str) -> Result<Cl
         }
         Some((_, None, false)) => Err(ApiError::RequestInFlight),
     }
-}
-
-/// Stores the key with the order it placed; commit it with the order.
-pub async fn record(
-    tx: &mut PgConnection,
-    key: &str,
-    request: &str,
-    order_id: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO idempotency_keys (key, request, order_id, completed_at)
-         VALUES ($1, $2, $3, now())",
-    )
-    .bind(key)
-    .bind(request)
-    .bind(order_id)
-    .execute(tx)
-    .await?;
-    Ok(())
 }

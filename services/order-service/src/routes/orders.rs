@@ -105,14 +105,9 @@ async fn store(
         return Ok(Stored::Replay(order_id));
     }
     let order = price(tx, request).await?;
-    db::insert_order(tx, &order, &outbox_event(&order))
+    db::insert_order(tx, &order, &outbox_event(&order), key.zip(Some(canonical)))
         .await
         .context("cannot store the order")?;
-    if let Some(key) = key {
-        idempotency::record(tx, key, canonical, order.id)
-            .await
-            .context("cannot store the idempotency key")?;
-    }
     Ok(Stored::New(order))
 }
 
