@@ -17,6 +17,9 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// What the consumer loop can do with an event.
+const OUTCOMES: [&str; 4] = ["processed", "duplicate", "retried", "dead_lettered"];
+
 /// What the consumer loop did with each event, and how long handling took.
 #[derive(Clone)]
 pub struct ConsumerMetrics {
@@ -41,6 +44,11 @@ impl ConsumerMetrics {
             order_to_effect: Histogram::new(ORDER_TO_EFFECT_BUCKETS),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
         };
+        // Every outcome is reported from the start, at zero, so that "none yet" reads as 0
+        // rather than as a missing metric.
+        for outcome in OUTCOMES {
+            metrics.events.get_or_create(&OutcomeLabels { outcome });
+        }
         registry.register(
             "consumer_events",
             "Events consumed from Kafka, by outcome (processed, duplicate, retried, dead_lettered)",
