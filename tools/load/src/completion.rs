@@ -59,6 +59,8 @@ pub struct Completion {
     /// Processed events counted since the baseline (or since the first progress, in a drain).
     pub processed: u64,
     pub dead_lettered: u64,
+    /// It processed them all before the deadline.
+    pub complete: bool,
     /// From the start of the run (or of the drain) until the service had processed them all.
     pub elapsed: Option<Duration>,
     /// Events per second over `elapsed`.
@@ -135,6 +137,7 @@ pub async fn await_completion(
                 processed: after.map_or(0, |a| a.processed.saturating_sub(before.processed)),
                 dead_lettered: after
                     .map_or(0, |a| a.dead_lettered.saturating_sub(before.dead_lettered)),
+                complete: elapsed.is_some(),
                 elapsed,
                 rate: elapsed.map(|e| expected as f64 / e.as_secs_f64()),
                 order_to_effect,
@@ -228,6 +231,7 @@ pub async fn await_drain(
                 service: w.service.unwrap_or_else(|| url.clone()),
                 processed: w.latest,
                 dead_lettered: w.dead_lettered,
+                complete: w.done.is_some(),
                 elapsed: measured.map(|m| m.0),
                 rate: measured.map(|m| m.1),
                 order_to_effect: None,

@@ -67,7 +67,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     } else {
         let progress = progress_bar(Some(0), "events");
-        let completions = completion::await_completion(
+        let completions = until_ctrl_c(completion::await_completion(
             &scraper,
             &args.services,
             &baseline,
@@ -75,7 +75,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             started,
             Instant::now() + args.completion_timeout,
             &progress,
-        )
+        ))
         .await;
         progress.finish_and_clear();
         Some(report::completion(&completions, results.accepted))
@@ -106,13 +106,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn drain(args: DrainArgs) -> anyhow::Result<()> {
     let scraper = Scraper::new()?;
     let progress = progress_bar(Some(0), "events");
-    let completions = completion::await_drain(
+    let completions = until_ctrl_c(completion::await_drain(
         &scraper,
         &args.services,
         args.events,
         Instant::now() + args.timeout,
         &progress,
-    )
+    ))
     .await?;
     progress.finish_and_clear();
     let report = report::drain(&completions, args.events);
@@ -158,6 +158,18 @@ fn progress_bar(length: Option<u64>, unit: &str) -> ProgressBar {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// Runs `wait`, or exits at Ctrl-C: once the runtime handles SIGINT, it no longer stops the
+/// process by itself.
+async fn until_ctrl_c<T>(wait: impl Future<Output = T>) -> T {
+    tokio::select! {
+        result = wait => result,
+        () = ctrl_c() => {
+            eprintln!("interrupted while waiting for the services");
+            std::process::exit(130);
+        }
+    }
 }
 
 async fn ctrl_c() {

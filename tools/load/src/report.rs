@@ -162,7 +162,7 @@ pub fn service(completion: &Completion, expected: u64) -> ServiceReport {
         service: completion.service.clone(),
         processed: completion.processed,
         dead_lettered: completion.dead_lettered,
-        complete: completion.elapsed.is_some(),
+        complete: completion.complete,
         elapsed_seconds: completion.elapsed.map(|e| e.as_secs_f64()),
         events_per_second: completion.rate,
         order_to_effect: completion
@@ -411,6 +411,7 @@ mod tests {
             service: service.into(),
             processed: 100,
             dead_lettered: 0,
+            complete: true,
             elapsed: Some(Duration::from_secs_f64(secs)),
             rate: Some(100.0 / secs),
             order_to_effect: h,
@@ -443,6 +444,7 @@ mod tests {
     #[test]
     fn a_service_that_did_not_finish_leaves_the_run_incomplete_and_says_how_far_it_got() {
         let mut slow = done("b", 1.0, None);
+        slow.complete = false;
         slow.elapsed = None;
         slow.rate = None;
         slow.processed = 60;
