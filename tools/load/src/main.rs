@@ -92,7 +92,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     print(&report, args.json, report::RunReport::table)?;
     if results.interrupted {
-        bail!("interrupted");
+        eprintln!("interrupted");
+        std::process::exit(INTERRUPTED);
     }
     if results.sent > 0 && results.accepted == 0 {
         bail!("no order was accepted");
@@ -160,6 +161,10 @@ fn progress_bar(length: Option<u64>, unit: &str) -> ProgressBar {
     bar
 }
 
+/// The exit status of a process stopped by Ctrl-C (128 + SIGINT), so a calling script stops
+/// too: having handled the signal, this process does not die of it.
+const INTERRUPTED: i32 = 130;
+
 /// Runs `wait`, or exits at Ctrl-C: once the runtime handles SIGINT, it no longer stops the
 /// process by itself.
 async fn until_ctrl_c<T>(wait: impl Future<Output = T>) -> T {
@@ -167,7 +172,7 @@ async fn until_ctrl_c<T>(wait: impl Future<Output = T>) -> T {
         result = wait => result,
         () = ctrl_c() => {
             eprintln!("interrupted while waiting for the services");
-            std::process::exit(130);
+            std::process::exit(INTERRUPTED);
         }
     }
 }
