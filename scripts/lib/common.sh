@@ -34,3 +34,25 @@ MSG
     exit 1
   fi
 }
+
+# A TCP port on 127.0.0.1 that nothing listens on now, not among the arguments (ports already
+# chosen). Below Linux's ephemeral range (32768+), so no outgoing connection holds it; another
+# process may still take it before it is used.
+free_port() {
+  local port taken
+  for _ in $(seq 200); do
+    port=$((20000 + RANDOM % 12000))
+    for taken in "$@"; do [ "$port" = "$taken" ] && continue 2; done
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return 0; }
+  done
+  die "no free TCP port found on 127.0.0.1"
+}
+
+# Waits until something accepts connections on 127.0.0.1:$1, for at most $2 seconds.
+wait_for_port() {
+  local deadline=$((SECONDS + $2))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}

@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# Measures the shop on this machine in one run, from fresh data, and prints one table against
+# the targets (docs/benchmarks.md says what each figure means):
+#   the broker's own fan-out ceiling (shop-ceiling, on a broker of its own), then, against a
+#   fresh broker and fresh databases, with the five services' release binaries:
+#   (b) each group's backlog drain rate (a backlog built while the consumers are not running),
+#   (a) the most orders/s completed end to end (in all four services),
+#   (c) latency at 100 and 1,000 orders/s, (d) each service's peak memory.
+#
+#   scripts/bench.sh                        # the full run (many minutes while the services are slow)
+#   scripts/bench.sh --smoke                # tiny counts, debug build: proves it runs end to end
+#   scripts/bench.sh --backlog 200000 --duration 60s --keep
+#
+# Options: --backlog N (100000) events for (b); --duration D (30s) of (a); --latency-duration D
+# (20s) of each rate in (c); --ceiling-records N (100000); --keep keeps the logs and raw JSON.
+# Environment: POSTGRES_URL (default postgres://postgres@127.0.0.1:5432), RUST_LOG for the
+# services. Needs jq and curl; psql to drop the databases afterwards.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$root"
+
+smoke=false
+backlog=100000
+max_duration=30s
+latency_duration=20s
+ceiling_records=100000
+keep=false
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --smoke) smoke=true; shift ;;
+    --backlog) [ $# -ge 2 ] || usage 1; backlog=$2; shift 2 ;;
+    --duration) [ $# -ge 2 ] || usage 1; max_duration=$2; shift 2 ;;
+    --latency-duration) [ $# -ge 2 ] || usage 1; latency_duration=$2; shift 2 ;;
+    --ceiling-records) [ $# -ge 2 ] || usage 1; ceiling_records=$2; shift 2 ;;
+    --keep) keep=true; shift ;;
+    -h|--help) usage ;;
+    *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 1 ;;
+  esac
+done
+profile=release
+if $smoke; then
+  # Enough to go through every step, not to measure anything.
+  profile=debug backlog=200 max_duration=1s latency_duration=0.3s ceiling_records=500
+fi
+[[ $backlog =~ ^[1-9][0-9]*$ ]] || die "--backlog $backlog: expected a positive number"
+[[ $ceiling_records =~ ^[1-9][0-9]*$ ]] || die "--ceiling-records $ceiling_records: expected a positive number"
+for tool in jq curl; do command -v "$tool" >/dev/null || die "bench.sh needs $tool"; done
+require_postgres
+began=$SECONDS
+
+services=(order-service inventory-service payment-service email-service analytics-service)
+consumers=(inventory-service payment-service email-service analytics-service)
+declare -A database=([order-service]=orders [inventory-service]=inventory [payment-service]=payments [email-service]=email [analytics-service]=analytics)
+run_id=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+db_prefix=bench_${run_id}_
+work=$(mktemp -d "${TMPDIR:-/tmp}/shop-bench.XXXXXX")
+mkdir -p "$work/logs"
+declare -A pid=()  # process name -> pid, each the leader of its own process group
+failed=false
+
+# Stops a process and everything it started: SIGTERM to its group, SIGKILL after 10 s.
+stop() {
+  local name=$1 p=${pid[$1]:-}
+  [ -n "$p" ] || return 0
+  unset "pid[$name]"
+  kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || return 0
+  for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+
+drop_databases() {
+  command -v psql >/dev/null || { echo "psql not found: drop the databases ${db_prefix}* by hand" >&2; return 0; }
+  psql "$POSTGRES_URL/postgres" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE '${db_prefix}%'" 2>/dev/null |
+    while read -r db; do psql "$POSTGRES_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done || true
+}
+
+cleanup() {
+  local status=$?
+  trap - INT TERM EXIT
+  # Services first, so they leave their groups while the broker is still there.
+  for name in "${services[@]}"; do stop "$name"; done
+  for name in "${!pid[@]}"; do stop "$name"; done
+  drop_databases
+  if $keep || [ "$status" != 0 ] || $failed; then
+    echo "logs and raw figures kept in $work" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts a command in a session (and process group) of its own, logging to logs/<name>.log.
+# The subshell execs setsid, which execs the command: the pid stays the command's.
+start() {
+  local name=$1; shift
+  ( exec setsid "$@" ) >"$work/logs/$name.log" 2>&1 &
+  pid[$name]=$!
+}
+
+alive() { kill -0 "${pid[$1]}" 2>/dev/null; }
+
+fail_with_log() {
+  tail -n 20 "$work/logs/$1.log" >&2 || true
+  die "$2 (log: $work/logs/$1.log)"
+}
+
+# A fresh Tansu with sqlite storage in a directory of its own, on a free port: sets $port.
+# (Not a $(function): that would run in a subshell and lose track of the process.)
+start_tansu() {
+  local name=$1
+  port=$(free_port "${ports[@]}")
+  ports+=("$port")
+  mkdir -p "$work/$name"
+  # Tansu resolves the sqlite path against its working directory.
+  start "$name" bash -c "cd '$work/$name' && exec '$tansu' broker \
+    --listener-url tcp://127.0.0.1:$port --advertised-listener-url tcp://127.0.0.1:$port \
+    --storage-engine sqlite://tansu.db"
+  wait_for_port "$port" 30 && alive "$name" || fail_with_log "$name" "Tansu did not start"
+}
+
+start_service() {
+  local service=$1
+  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port \
+  DATABASE_URL=$POSTGRES_URL/$db_prefix${database[$service]} \
+  HTTP_ADDR=127.0.0.1:${http_port[$service]} \
+  INSTANCE_ID=${service%-service}-bench \
+  MAIL_DIR=$work/mail \
+    start "$service" "target/$profile/$service"
+}
+
+wait_ready() {
+  local service=$1 deadline=$((SECONDS + 120))
+  until curl -fs "http://127.0.0.1:${http_port[$service]}/readyz" >/dev/null 2>&1; do
+    alive "$service" || fail_with_log "$service" "$service exited during start-up"
+    [ $SECONDS -lt $deadline ] || fail_with_log "$service" "$service not ready after 120 s"
+    sleep 0.2
+  done
+}
+
+# shop-load with the figures as JSON in $work/<name>.json; a run that fails (a service did not
+# finish in time) is recorded, not fatal, so the other figures still get measured.
+load() {
+  local name=$1 status=0; shift
+  say "shop-load $*"
+  target/$profile/shop-load "$@" --json >"$work/$name.json" || status=$?
+  # 130: Ctrl-C, which shop-load handles (so bash does not act on it by itself).
+  [ $status != 130 ] || exit 130
+  if [ $status != 0 ]; then
+    echo "shop-load $name did not complete; its figures are partial" >&2
+    failed=true
+  fi
+}
+
+# --- the machine --------------------------------------------------------------------------
+cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
+memory=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null || true)
+machine="$(nproc) CPUs (${cpu:-unknown model}), ${memory:-unknown} memory, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) at the start"
+
+say "building ($profile)"
+build=(cargo build --locked)
+[ "$profile" = release ] && build+=(--release)
+for package in "${services[@]}" shop-load shop-ceiling; do build+=(-p "$package"); done
+"${build[@]}"
+tansu=${TANSU_BIN:-$(scripts/install-tansu.sh)}
+ports=()
+
+# --- the broker's ceiling -----------------------------------------------------------------
+say "broker fan-out ceiling: $ceiling_records records, 4 groups"
+start_tansu tansu-ceiling
+target/$profile/shop-ceiling --bootstrap-servers "127.0.0.1:$port" \
+  --records "$ceiling_records" --json >"$work/ceiling.json"
+stop tansu-ceiling
+
+# --- the services ---------------------------------------------------------------------------
+start_tansu tansu
+kafka_port=$port
+declare -A http_port=()
+for service in "${services[@]}"; do
+  http_port[$service]=$(free_port "${ports[@]}")
+  ports+=("${http_port[$service]}")
+done
+order_url=http://127.0.0.1:${http_port[order-service]}
+consumer_urls=$(for s in "${consumers[@]}"; do printf 'http://127.0.0.1:%s,' "${http_port[$s]}"; done)
+consumer_urls=${consumer_urls%,}
+# Leftovers of interrupted runs: bench databases nobody is connected to.
+if command -v psql >/dev/null; then
+  psql "$POSTGRES_URL/postgres" -Atqc "SELECT datname FROM pg_database d WHERE datname LIKE 'bench\_%'
+      AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)" 2>/dev/null |
+    while read -r db; do psql "$POSTGRES_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done || true
+fi
+
+say "(b) backlog: $backlog orders while no consumer runs"
+start_service order-service
+wait_ready order-service
+load backlog --url "$order_url" --rate max --count "$backlog" --no-completion
+accepted=$(jq '.posts.accepted' "$work/backlog.json")
+[ "$accepted" -gt 0 ] || die "no order of the backlog was accepted (log: $work/logs/order-service.log)"
+published() {
+  curl -fs "$order_url/metrics" | awk '$1 == "order_service_outbox_published_total" { print int($2) }'
+}
+deadline=$((SECONDS + 600))
+while n=$(published || true); [ "${n:-0}" -lt "$accepted" ]; do
+  [ $SECONDS -lt $deadline ] || fail_with_log order-service "the relay did not publish $accepted events in 600 s"
+  sleep 0.2
+done
+say "(b) starting the four consumers on a backlog of $accepted events"
+for service in "${consumers[@]}"; do start_service "$service"; done
+# Watching from the moment they start (the drain is timed from each one's first processed
+# event), while making sure they come up at all.
+start drain bash -c "exec target/$profile/shop-load drain --events $accepted \
+  --services $consumer_urls --timeout 3600s --json >'$work/drain.json'"
+for service in "${consumers[@]}"; do wait_ready "$service"; done
+if ! wait "${pid[drain]}"; then
+  echo "the drain did not complete; its figures are partial (log: $work/logs/drain.log)" >&2
+  failed=true
+fi
+unset "pid[drain]"
+
+completion=(--services "$consumer_urls" --completion-timeout 1800s)
+say "(a) as fast as possible for $max_duration"
+load max --url "$order_url" --rate max --duration "$max_duration" "${completion[@]}"
+say "(c) latency at 100 and 1,000 orders/s"
+load rate100 --url "$order_url" --rate 100 --duration "$latency_duration" "${completion[@]}"
+load rate1000 --url "$order_url" --rate 1000 --duration "$latency_duration" "${completion[@]}"
+
+# (d) the most resident memory each process ever had, read before it stops.
+declare -A peak_mb=()
+for service in "${services[@]}"; do
+  peak_mb[$service]=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/${pid[$service]}/status" 2>/dev/null || echo "")
+done
+
+# --- the table ------------------------------------------------------------------------------
+# jq over a figures file, "-" when the figure is missing.
+figure() {
+  local value
+  value=$(jq -r "($2) // \"-\"" "$work/$1.json" 2>/dev/null) || true
+  echo "${value:--}"
+}
+# A latency bound from shop-load ({"le": s} or {"gt": s}) in ms, e.g. "≤50" or ">300000".
+bound_ms() {
+  local value
+  value=$(jq -r "($2) as \$b | if \$b == null then \"-\"
+    elif \$b.le != null then \"≤\" + ((\$b.le * 1e6 | round) / 1000 | tostring)
+    else \">\" + ((\$b.gt * 1e6 | round) / 1000 | tostring) end" "$work/$1.json" 2>/dev/null) || true
+  echo "${value:--}"
+}
+# "met" or "MISSED" for a value against a target: meets VALUE OP TARGET (op: ge, lt, le).
+meets() {
+  local value=${1#≤}
+  case $value in -|'') echo "-"; return ;; '>'*) value=inf ;; esac
+  awk -v v="$value" -v op="$2" -v t="$3" 'BEGIN {
+    if (v == "inf") ok = (op == "ge"); else if (op == "ge") ok = (v + 0 >= t); else if (op == "lt") ok = (v + 0 < t); else ok = (v + 0 <= t)
+    print (ok ? "met" : "MISSED") }'
+}
+round() { case $1 in -|'') echo -;; *) awk -v v="$1" -v d="${2:-0}" 'BEGIN { printf "%.*f", d, v }';; esac; }
+
+ceiling_rate=$(figure ceiling '.fan_out_per_second')
+e2e_rate=$(figure max '.completion.all_services.orders_per_second')
+ratio=-
+[ "$ceiling_rate" != - ] && [ "$e2e_rate" != - ] &&
+  ratio=$(awk -v e="$e2e_rate" -v c="$ceiling_rate" 'BEGIN { printf "%.1f", 100 * e / c }')
+
+row() { printf '%-46s %20s %16s %8s\n' "$@"; }
+echo
+printf '\033[1mshop benchmark\033[0m  %s, commit %s, %s build\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$profile"
+echo "machine: $machine"
+$smoke && echo "SMOKE RUN: tiny counts and a debug build; these figures mean nothing"
+echo
+row "figure" "measured" "target" ""
+row "broker fan-out ceiling ($(figure ceiling .records) records, 4 groups)" "$(round "$ceiling_rate") rec/s" "" ""
+row "  broker produce rate" "$(round "$(figure ceiling .produce_per_second)") rec/s" "" ""
+row "(a) sustained end to end, all four services" "$(round "$e2e_rate") orders/s" "≥ 3000" "$(meets "$e2e_rate" ge 3000)"
+row "    as a share of the ceiling" "$ratio %" "≥ 65 %" "$(meets "$ratio" ge 65)"
+row "    POSTs accepted (max rate, $max_duration)" "$(round "$(figure max .posts.accepted_per_second)") orders/s" "" ""
+for i in 0 1 2 3; do
+  name=$(figure drain ".services[$i].service")
+  rate=$(figure drain ".services[$i].events_per_second")
+  row "(b) backlog drain, ${name:--}" "$(round "$rate") events/s" "≥ 10000" "$(meets "$rate" ge 10000)"
+done
+row "    backlog of $accepted built at" "$(round "$(figure backlog .posts.accepted_per_second)") orders/s" "" ""
+for rate in 100 1000; do
+  p50=$(figure "rate$rate" .posts.latency_ms.p50)
+  p99=$(figure "rate$rate" .posts.latency_ms.p99)
+  all99=$(bound_ms "rate$rate" .completion.all_services.order_to_all_effects.p99)
+  if [ $rate = 1000 ]; then
+    row "(c) at $rate/s: POST p50 / p99 (ms)" "$(round "$p50" 1) / $(round "$p99" 1)" "p99 ≤ 15" "$(meets "$p99" le 15)"
+    row "    order→all four effects p99 (ms)" "$all99" "≤ 50" "$(meets "$all99" le 50)"
+  else
+    row "(c) at $rate/s: POST p50 / p99 (ms)" "$(round "$p50" 1) / $(round "$p99" 1)" "" ""
+    row "    order→all four effects p99 (ms)" "$all99" "" ""
+  fi
+  row "    achieved (accepted/s, completed/s)" "$(round "$(figure "rate$rate" .posts.accepted_per_second)") / $(round "$(figure "rate$rate" .completion.all_services.orders_per_second)")" "" ""
+done
+for service in "${services[@]}"; do
+  row "(d) peak memory (VmHWM), $service" "${peak_mb[$service]:--} MB" "< 50" "$(meets "${peak_mb[$service]:--}" lt 50)"
+done
+echo
+echo "order→effect latencies are histogram bucket bounds (≤ the true value's bucket); the all-four"
+echo "figure is an upper bound (docs/benchmarks.md). Run took $((SECONDS - began)) s."
+if $failed; then
+  die "some measurements did not complete (see above); figures marked - are missing"
+fi
