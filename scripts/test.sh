@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, the compose file, unit, router and
-# end-to-end tests against a real Tansu broker and the local PostgreSQL.
+# end-to-end tests against a real Tansu broker and the local PostgreSQL, then a smoke run of
+# the benchmark.
 #
 #   scripts/test.sh                    # everything
 #   scripts/test.sh -E 'test(replay)'  # extra arguments go to cargo nextest
@@ -43,3 +44,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
+
+say "scripts/bench.sh --smoke"
+# Every step of the benchmark with tiny counts and the debug build, in seconds: proves the
+# tools and the script still work end to end. It asserts no timings.
+scripts/bench.sh --smoke
