@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, the compose file, unit, router and
-# end-to-end tests against a real Tansu broker and the local PostgreSQL, then a smoke run of
-# the benchmark.
+# The whole test suite, as CI runs it: formatting, lints, the compose file, a smoke run of the
+# benchmark, then every test: unit, router and end-to-end against a real Tansu broker and the
+# local PostgreSQL.
 #
 #   scripts/test.sh                    # everything
 #   scripts/test.sh -E 'test(replay)'  # extra arguments go to cargo nextest
@@ -38,14 +38,15 @@ say "cargo build --workspace --bins"
 # front, the build is not counted against a test's time-out.
 cargo build --workspace --bins --locked
 
+say "scripts/bench.sh --smoke"
+# Every step of the benchmark with tiny counts and the debug build, in seconds: proves the
+# tools and the script still work end to end. It asserts no timings. Before the tests, so the
+# test runner's summary is the last thing printed.
+scripts/bench.sh --smoke
+
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
-
-say "scripts/bench.sh --smoke"
-# Every step of the benchmark with tiny counts and the debug build, in seconds: proves the
-# tools and the script still work end to end. It asserts no timings.
-scripts/bench.sh --smoke
