@@ -14,7 +14,7 @@
 # Options: --backlog N (100000) events for (b); --duration D (30s) of (a); --latency-duration D
 # (20s) of each rate in (c); --ceiling-records N (100000); --keep keeps the logs and raw JSON.
 # Environment: POSTGRES_URL (default postgres://postgres@127.0.0.1:5432), RUST_LOG for the
-# services. Needs jq and curl; psql to drop the databases afterwards.
+# services, TANSU_BIN for another broker build. Needs jq and curl; psql to drop the databases.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$root"
@@ -141,15 +141,25 @@ wait_ready() {
   done
 }
 
-# shop-load with the figures as JSON in $work/<name>.json; a run that fails (a service did not
-# finish in time) is recorded, not fatal, so the other figures still get measured.
-load() {
+# Runs a tool to completion, its stdout (JSON) in $work/<name>.json, its stderr here. It runs
+# in a session of its own and the script waits with `wait`, which a signal interrupts: bash
+# would defer the trap until a foreground command ended, so a SIGTERM or Ctrl-C would wait
+# for the tool; this way cleanup stops it at once.
+run_tool() {
   local name=$1 status=0; shift
+  ( exec setsid "$@" ) >"$work/$name.json" &
+  pid[$name]=$!
+  wait "${pid[$name]}" || status=$?
+  unset "pid[$name]"
+  return $status
+}
+
+# shop-load; a run that fails (a service did not finish in time) is recorded, not fatal, so
+# the other figures still get measured.
+load() {
+  local name=$1; shift
   say "shop-load $*"
-  target/$profile/shop-load "$@" --json >"$work/$name.json" || status=$?
-  # 130: Ctrl-C, which shop-load handles (so bash does not act on it by itself).
-  [ $status != 130 ] || exit 130
-  if [ $status != 0 ]; then
+  if ! run_tool "$name" "target/$profile/shop-load" "$@" --json; then
     echo "shop-load $name did not complete; its figures are partial" >&2
     failed=true
   fi
@@ -171,8 +181,11 @@ ports=()
 # --- the broker's ceiling -----------------------------------------------------------------
 say "broker fan-out ceiling: $ceiling_records records, 4 groups"
 start_tansu tansu-ceiling
-target/$profile/shop-ceiling --bootstrap-servers "127.0.0.1:$port" \
-  --records "$ceiling_records" --json >"$work/ceiling.json"
+if ! run_tool ceiling "target/$profile/shop-ceiling" --bootstrap-servers "127.0.0.1:$port" \
+    --records "$ceiling_records" --json; then
+  echo "shop-ceiling failed; the ceiling is missing (broker log: $work/logs/tansu-ceiling.log)" >&2
+  failed=true
+fi
 stop tansu-ceiling
 
 # --- the services ---------------------------------------------------------------------------
@@ -210,7 +223,7 @@ done
 say "(b) starting the four consumers on a backlog of $accepted events"
 for service in "${consumers[@]}"; do start_service "$service"; done
 # Watching from the moment they start (the drain is timed from each one's first processed
-# event), while making sure they come up at all.
+# event), while making sure they come up at all; in a session of its own like run_tool.
 start drain bash -c "exec target/$profile/shop-load drain --events $accepted \
   --services $consumer_urls --timeout 3600s --json >'$work/drain.json'"
 for service in "${consumers[@]}"; do wait_ready "$service"; done
@@ -268,6 +281,7 @@ row() { printf '%-46s %20s %16s %8s\n' "$@"; }
 echo
 printf '\033[1mshop benchmark\033[0m  %s, commit %s, %s build\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$profile"
 echo "machine: $machine"
+echo "broker:  $tansu"
 $smoke && echo "SMOKE RUN: tiny counts and a debug build; these figures mean nothing"
 echo
 row "figure" "measured" "target" ""
