@@ -390,12 +390,13 @@ async fn a_key_whose_request_died_midway_can_be_retried_at_once(pool: PgPool) {
     let (status, _, _) = send(&app, post_with_key("crashed", &valid_order())).await;
     assert_eq!(status, StatusCode::CONFLICT, "held while its request runs");
 
-    // Its process dies: the server ends the connection, and the transaction with it.
+    // Its process dies: the server ends the connection, and the transaction with it (waiting
+    // up to 5 s until the backend is gone, as a signal alone returns before it is).
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *in_flight)
         .await
         .unwrap();
-    sqlx::query("SELECT pg_terminate_backend($1)")
+    sqlx::query("SELECT pg_terminate_backend($1, 5000)")
         .bind(backend)
         .execute(&pool)
         .await
