@@ -47,7 +47,7 @@ impl ConsumerMetrics {
         // Every outcome is reported from the start, at zero, so that "none yet" reads as 0
         // rather than as a missing metric.
         for outcome in OUTCOMES {
-            metrics.events.get_or_create(&OutcomeLabels { outcome });
+            let _ = metrics.events.get_or_create(&OutcomeLabels { outcome });
         }
         registry.register(
             "consumer_events",
