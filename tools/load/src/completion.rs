@@ -88,8 +88,8 @@ pub async fn await_completion(
     let mut errors: Vec<Option<String>> = vec![None; services.len()];
     progress.set_length(expected * services.len() as u64);
     loop {
-        let now = Instant::now();
         for &i in &pending {
+            let now = Instant::now();
             match scraper.scrape(&services[i]).await {
                 Ok(snapshot) => {
                     if snapshot.processed.saturating_sub(baseline[i].processed) >= expected {
