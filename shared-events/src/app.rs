@@ -1,5 +1,6 @@
-//! The application every consumer service is: an [`EventConsumer`] plus an HTTP server for
-//! its read endpoints and the operational ones, started and stopped together.
+//! The application every consumer service is: an [`EventConsumer`], the [`OutboxRelay`] that
+//! publishes its replies, and an HTTP server for its read endpoints and the operational ones,
+//! started and stopped together.
 
 use std::sync::Arc;
 
@@ -7,17 +8,20 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceSettings;
 use crate::http::{self, ConsumerInfo, OpsState};
 use crate::kafka::{self, EventConsumer, Handler, RetryPolicy};
 use crate::metrics::ConsumerMetrics;
+use crate::outbox::{OutboxRelay, RelayMetrics};
 
 pub struct ConsumerApp<H> {
     listener: TcpListener,
     router: Router,
     consumer: EventConsumer<H>,
+    relay: OutboxRelay,
 }
 
 impl<H: Handler> ConsumerApp<H> {
@@ -39,8 +43,25 @@ impl<H: Handler> ConsumerApp<H> {
             "Requests answered 503 because HTTP_MAX_IN_FLIGHT were already being handled",
             shed.clone(),
         );
-        let consumer =
-            EventConsumer::connect(&settings.kafka, pool.clone(), handler, retry, metrics).await?;
+        let relay_metrics = RelayMetrics::register(&mut registry);
+        let outbox_wake = Arc::new(Notify::new());
+        let relay = OutboxRelay {
+            pool: pool.clone(),
+            producer: kafka::EventProducer::connect(&settings.kafka, settings.message_timeout)
+                .await?,
+            wake: outbox_wake.clone(),
+            poll_interval: settings.outbox_poll_interval,
+            metrics: relay_metrics,
+        };
+        let consumer = EventConsumer::connect(
+            &settings.kafka,
+            pool.clone(),
+            handler,
+            retry,
+            metrics,
+            outbox_wake,
+        )
+        .await?;
         let ops = OpsState {
             pool,
             registry: Arc::new(registry),
@@ -59,6 +80,7 @@ impl<H: Handler> ConsumerApp<H> {
                     .merge(http::ops_router(ops)),
             ),
             consumer,
+            relay,
         })
     }
 
@@ -69,13 +91,24 @@ impl<H: Handler> ConsumerApp<H> {
             .unwrap_or_default()
     }
 
-    /// Runs until `shutdown` is cancelled or either half fails; a failure stops the other half.
+    /// Runs until `shutdown` is cancelled or any part fails; a failure stops the others.
+    /// The relay stops last, so replies to the events handled before shutdown still go out.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stop = shutdown.child_token();
+        let relay_stop = CancellationToken::new();
         let server = stop_on_exit(&stop, http::serve(self.listener, self.router, stop.clone()));
-        let consumer = stop_on_exit(&stop, self.consumer.run(stop.clone()));
-        let (server, consumer) = tokio::join!(server, consumer);
-        server.and(consumer)
+        let consumer = async {
+            let result = stop_on_exit(&stop, self.consumer.run(stop.clone())).await;
+            relay_stop.cancel();
+            result
+        };
+        let relay = async {
+            let result = self.relay.run(relay_stop.clone()).await;
+            stop.cancel();
+            result
+        };
+        let (server, consumer, relay) = tokio::join!(server, consumer, relay);
+        server.and(consumer).and(relay)
     }
 }
 

@@ -4,6 +4,21 @@
 /// The one currency the shop sells in.
 pub const CURRENCY: &str = "EUR";
 
+/// An amount as a customer reads it: `1,245.00 EUR`.
+pub fn money(cents: i64, currency: &str) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let cents = cents.unsigned_abs();
+    let units = (cents / 100).to_string();
+    let mut grouped = String::new();
+    for (i, digit) in units.chars().enumerate() {
+        if i > 0 && (units.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    format!("{sign}{grouped}.{:02} {currency}", cents % 100)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Product {
     pub sku: &'static str,
@@ -51,3 +66,16 @@ pub const PRODUCTS: &[Product] = &[
         initial_stock: 3,
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_reads_with_thousands_separators_and_two_decimals() {
+        assert_eq!(money(124_500, "EUR"), "1,245.00 EUR");
+        assert_eq!(money(1_299, "EUR"), "12.99 EUR");
+        assert_eq!(money(5, "EUR"), "0.05 EUR");
+        assert_eq!(money(123_456_789, "EUR"), "1,234,567.89 EUR");
+    }
+}

@@ -59,6 +59,15 @@ pub struct CommonArgs {
     /// stays a few milliseconds long (see docs/architecture.md).
     #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 64)]
     pub http_max_in_flight: usize,
+    /// How often the outbox relay looks for unpublished events written by other instances
+    /// (its own instance wakes it at once).
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 500)]
+    pub outbox_poll_interval_ms: u64,
+    /// How long the producer keeps retrying one event before the relay gives up on the batch
+    /// and tries again (Kafka's `delivery.timeout.ms`). Keep it longer than a broker restart:
+    /// a message that times out makes librdkafka bump the idempotent producer's epoch.
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 120_000)]
+    pub kafka_message_timeout_ms: u64,
     /// How long to wait for Kafka and PostgreSQL at start-up before giving up.
     #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub startup_timeout_secs: u64,
@@ -87,6 +96,9 @@ pub struct ServiceSettings {
     pub database_url: String,
     pub database_pool_size: u32,
     pub http_max_in_flight: usize,
+    pub outbox_poll_interval: Duration,
+    /// How long the relay's producer retries one event (`delivery.timeout.ms`).
+    pub message_timeout: Duration,
     pub kafka: KafkaSettings,
     pub log_format: LogFormat,
 }
@@ -121,6 +133,8 @@ impl ServiceSettings {
             }),
             database_pool_size: args.database_pool_size,
             http_max_in_flight: args.http_max_in_flight,
+            outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
+            message_timeout: Duration::from_millis(args.kafka_message_timeout_ms),
             kafka: KafkaSettings {
                 bootstrap_servers: args.kafka_bootstrap_servers,
                 group_id: args
@@ -157,6 +171,8 @@ impl ServiceSettings {
                 kafka_session_timeout_ms: 6_000,
                 database_pool_size: 10,
                 http_max_in_flight: 64,
+                outbox_poll_interval_ms: 200,
+                kafka_message_timeout_ms: 60_000,
                 startup_timeout_secs: 30,
                 log_format: LogFormat::Text,
             },

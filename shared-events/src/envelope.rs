@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::events::OrderPlaced;
+use crate::events::*;
 
 /// Kafka header names carried by every event, so tools can route without parsing the body.
 pub mod headers {
@@ -42,6 +42,27 @@ pub struct Envelope<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     OrderPlaced(OrderPlaced),
+    StockReserved(StockReserved),
+    StockRejected(StockRejected),
+    StockReleased(StockReleased),
+    PaymentAuthorized(PaymentAuthorized),
+    PaymentDeclined(PaymentDeclined),
+    PaymentCaptured(PaymentCaptured),
+    PaymentVoided(PaymentVoided),
+    OrderConfirmed(OrderConfirmed),
+    OrderCancelled(OrderCancelled),
+}
+
+impl Event {
+    /// When the order this event ends was placed, for the events that end an order's flow
+    /// (`order_confirmed`, `order_cancelled`); `None` for the steps along the way.
+    pub fn ends_order_placed_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Event::OrderConfirmed(order) => Some(order.placed_at),
+            Event::OrderCancelled(order) => Some(order.placed_at),
+            _ => None,
+        }
+    }
 }
 
 /// Why a message is not an event this code can act on. None of these pass on a retry, so
@@ -79,19 +100,26 @@ impl DecodeError {
     }
 }
 
-impl Envelope<OrderPlaced> {
-    /// A fresh `order_placed` event with a new event id.
-    pub fn order_placed(data: OrderPlaced, occurred_at: DateTime<Utc>) -> Self {
+impl<T: EventData> Envelope<T> {
+    /// A fresh event with a new event id.
+    pub fn new(data: T, occurred_at: DateTime<Utc>) -> Self {
         Envelope {
             meta: EventMeta {
                 event_id: Uuid::new_v4(),
-                event_type: OrderPlaced::EVENT_TYPE.to_owned(),
-                event_version: OrderPlaced::VERSION,
+                event_type: T::EVENT_TYPE.to_owned(),
+                event_version: T::VERSION,
                 occurred_at,
-                order_id: data.order_id,
+                order_id: data.order_id(),
             },
             data,
         }
+    }
+}
+
+impl Envelope<OrderPlaced> {
+    /// A fresh `order_placed` event with a new event id.
+    pub fn order_placed(data: OrderPlaced, occurred_at: DateTime<Utc>) -> Self {
+        Envelope::new(data, occurred_at)
     }
 }
 
@@ -129,15 +157,40 @@ impl Envelope<Event> {
         };
         let data = match meta.event_type.as_str() {
             OrderPlaced::EVENT_TYPE => {
-                let order: OrderPlaced = decode_data(&meta, OrderPlaced::VERSION, raw.data)?;
-                if order.order_id != meta.order_id {
-                    return Err(invalid(
-                        &meta,
-                        "data.order_id differs from the envelope's order_id",
-                    ));
-                }
+                let order: OrderPlaced = decode_data(&meta, raw.data)?;
                 order.validate().map_err(|reason| invalid(&meta, reason))?;
                 Event::OrderPlaced(order)
+            }
+            <StockReserved as EventData>::EVENT_TYPE => {
+                Event::StockReserved(decode_data(&meta, raw.data)?)
+            }
+            <StockRejected as EventData>::EVENT_TYPE => {
+                Event::StockRejected(decode_data(&meta, raw.data)?)
+            }
+            <StockReleased as EventData>::EVENT_TYPE => {
+                Event::StockReleased(decode_data(&meta, raw.data)?)
+            }
+            <PaymentAuthorized as EventData>::EVENT_TYPE => {
+                Event::PaymentAuthorized(decode_data(&meta, raw.data)?)
+            }
+            <PaymentDeclined as EventData>::EVENT_TYPE => {
+                Event::PaymentDeclined(decode_data(&meta, raw.data)?)
+            }
+            <PaymentCaptured as EventData>::EVENT_TYPE => {
+                Event::PaymentCaptured(decode_data(&meta, raw.data)?)
+            }
+            <PaymentVoided as EventData>::EVENT_TYPE => {
+                Event::PaymentVoided(decode_data(&meta, raw.data)?)
+            }
+            <OrderConfirmed as EventData>::EVENT_TYPE => {
+                let order: OrderConfirmed = decode_data(&meta, raw.data)?;
+                order.validate().map_err(|reason| invalid(&meta, reason))?;
+                Event::OrderConfirmed(order)
+            }
+            <OrderCancelled as EventData>::EVENT_TYPE => {
+                let order: OrderCancelled = decode_data(&meta, raw.data)?;
+                order.validate().map_err(|reason| invalid(&meta, reason))?;
+                Event::OrderCancelled(order)
             }
             other => return Err(DecodeError::UnknownEventType(other.to_owned())),
         };
@@ -145,21 +198,29 @@ impl Envelope<Event> {
     }
 }
 
-fn decode_data<T: serde::de::DeserializeOwned>(
+/// The typed `data` of a supported version, about the envelope's own order.
+fn decode_data<T: EventData + serde::de::DeserializeOwned>(
     meta: &EventMeta,
-    supported_version: u32,
     data: &RawValue,
 ) -> Result<T, DecodeError> {
-    if meta.event_version != supported_version {
+    if meta.event_version != T::VERSION {
         return Err(DecodeError::UnsupportedVersion {
             event_type: meta.event_type.clone(),
             version: meta.event_version,
         });
     }
-    serde_json::from_str(data.get()).map_err(|source| DecodeError::MalformedData {
-        event_type: meta.event_type.clone(),
-        source,
-    })
+    let data: T =
+        serde_json::from_str(data.get()).map_err(|source| DecodeError::MalformedData {
+            event_type: meta.event_type.clone(),
+            source,
+        })?;
+    if data.order_id() != meta.order_id {
+        return Err(invalid(
+            meta,
+            "data.order_id differs from the envelope's order_id",
+        ));
+    }
+    Ok(data)
 }
 
 fn invalid(meta: &EventMeta, reason: impl Into<String>) -> DecodeError {
@@ -224,6 +285,162 @@ mod tests {
         let expected = golden_event();
         assert_eq!(decoded.meta, expected.meta);
         assert_eq!(decoded.data, Event::OrderPlaced(expected.data));
+    }
+
+    /// Every saga event as its golden file spells it: (file, the event it must decode to).
+    fn saga_goldens() -> Vec<(&'static str, Event)> {
+        let order_id: Uuid = "0b8f5c1e-7d2a-4c1e-9a53-2f0c6f1d9e01".parse().unwrap();
+        let placed = golden_event().data;
+        let placed_at = "2026-11-22T10:15:30.123Z".parse().unwrap();
+        let short = "insufficient stock: KB-001: 1 wanted, 0 available".to_owned();
+        vec![
+            (
+                include_str!("../tests/golden/stock_reserved.v1.json"),
+                Event::StockReserved(StockReserved { order_id }),
+            ),
+            (
+                include_str!("../tests/golden/stock_rejected.v1.json"),
+                Event::StockRejected(StockRejected {
+                    order_id,
+                    reason: short.clone(),
+                }),
+            ),
+            (
+                include_str!("../tests/golden/stock_released.v1.json"),
+                Event::StockReleased(StockReleased { order_id }),
+            ),
+            (
+                include_str!("../tests/golden/payment_authorized.v1.json"),
+                Event::PaymentAuthorized(PaymentAuthorized {
+                    order_id,
+                    amount_cents: 12_896,
+                    currency: "EUR".into(),
+                }),
+            ),
+            (
+                include_str!("../tests/golden/payment_declined.v1.json"),
+                Event::PaymentDeclined(PaymentDeclined {
+                    order_id,
+                    reason: "card limit exceeded: 128.96 EUR is over the limit of 100.00 EUR"
+                        .into(),
+                }),
+            ),
+            (
+                include_str!("../tests/golden/payment_captured.v1.json"),
+                Event::PaymentCaptured(PaymentCaptured {
+                    order_id,
+                    amount_cents: 12_896,
+                    currency: "EUR".into(),
+                }),
+            ),
+            (
+                include_str!("../tests/golden/payment_voided.v1.json"),
+                Event::PaymentVoided(PaymentVoided {
+                    order_id,
+                    amount_cents: 12_896,
+                    currency: "EUR".into(),
+                }),
+            ),
+            (
+                include_str!("../tests/golden/order_confirmed.v1.json"),
+                Event::OrderConfirmed(OrderConfirmed {
+                    order_id,
+                    customer_id: placed.customer_id.clone(),
+                    customer_email: placed.customer_email.clone(),
+                    items: placed.items.clone(),
+                    total_cents: placed.total_cents,
+                    currency: placed.currency.clone(),
+                    placed_at,
+                }),
+            ),
+            (
+                include_str!("../tests/golden/order_cancelled.v1.json"),
+                Event::OrderCancelled(OrderCancelled {
+                    order_id,
+                    customer_id: placed.customer_id.clone(),
+                    customer_email: placed.customer_email.clone(),
+                    items: placed.items.clone(),
+                    total_cents: placed.total_cents,
+                    currency: placed.currency.clone(),
+                    placed_at,
+                    reason: short,
+                }),
+            ),
+        ]
+    }
+
+    /// The envelope of `data` as its golden file has it.
+    fn encode_like(golden: &serde_json::Value, event: &Event) -> serde_json::Value {
+        fn wrap<T: EventData + Clone>(golden: &serde_json::Value, data: &T) -> serde_json::Value {
+            let mut envelope = Envelope::new(
+                data.clone(),
+                golden["occurred_at"].as_str().unwrap().parse().unwrap(),
+            );
+            envelope.meta.event_id = golden["event_id"].as_str().unwrap().parse().unwrap();
+            as_value(&envelope.to_json())
+        }
+        match event {
+            Event::OrderPlaced(data) => wrap(golden, data),
+            Event::StockReserved(data) => wrap(golden, data),
+            Event::StockRejected(data) => wrap(golden, data),
+            Event::StockReleased(data) => wrap(golden, data),
+            Event::PaymentAuthorized(data) => wrap(golden, data),
+            Event::PaymentDeclined(data) => wrap(golden, data),
+            Event::PaymentCaptured(data) => wrap(golden, data),
+            Event::PaymentVoided(data) => wrap(golden, data),
+            Event::OrderConfirmed(data) => wrap(golden, data),
+            Event::OrderCancelled(data) => wrap(golden, data),
+        }
+    }
+
+    #[test]
+    fn every_saga_event_serialises_exactly_as_its_golden_file_and_decodes_back() {
+        for (golden, event) in saga_goldens() {
+            let value = as_value(golden.as_bytes());
+            assert_eq!(
+                encode_like(&value, &event),
+                value,
+                "{}",
+                value["event_type"]
+            );
+            let decoded = Envelope::decode(Some(golden.as_bytes()))
+                .unwrap_or_else(|err| panic!("{}: {err}", value["event_type"]));
+            assert_eq!(decoded.data, event);
+            assert_eq!(decoded.meta.order_id, event_order_id(&event));
+        }
+    }
+
+    fn event_order_id(event: &Event) -> Uuid {
+        match event {
+            Event::OrderPlaced(e) => e.order_id,
+            Event::StockReserved(e) => e.order_id,
+            Event::StockRejected(e) => e.order_id,
+            Event::StockReleased(e) => e.order_id,
+            Event::PaymentAuthorized(e) => e.order_id,
+            Event::PaymentDeclined(e) => e.order_id,
+            Event::PaymentCaptured(e) => e.order_id,
+            Event::PaymentVoided(e) => e.order_id,
+            Event::OrderConfirmed(e) => e.order_id,
+            Event::OrderCancelled(e) => e.order_id,
+        }
+    }
+
+    #[test]
+    fn a_reply_about_another_order_than_its_envelope_is_invalid() {
+        let golden = include_str!("../tests/golden/stock_reserved.v1.json");
+        let mut value = as_value(golden.as_bytes());
+        value["data"]["order_id"] = Uuid::new_v4().to_string().into();
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert_eq!(err.kind(), "invalid_data", "{err}");
+    }
+
+    #[test]
+    fn a_cancellation_without_a_reason_is_invalid() {
+        let golden = include_str!("../tests/golden/order_cancelled.v1.json");
+        let mut value = as_value(golden.as_bytes());
+        value["data"]["reason"] = " ".into();
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert_eq!(err.kind(), "invalid_data", "{err}");
     }
 
     #[test]

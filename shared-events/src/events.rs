@@ -1,7 +1,44 @@
 //! Event payloads: the `data` of an [`Envelope`](crate::Envelope).
+//!
+//! An order's saga, and where each event is published (every topic is keyed by order id, so
+//! all events of one order stay in order within their topic):
+//!
+//! | Event | Topic | Published by | Meaning |
+//! |---|---|---|---|
+//! | `order_placed` | `orders` | Order Service | a customer placed an order |
+//! | `stock_reserved` / `stock_rejected` | `inventory` | Inventory | its stock is set aside, or cannot be |
+//! | `payment_authorized` / `payment_declined` | `payments` | Payment | its total is held on the card, or refused |
+//! | `order_confirmed` / `order_cancelled` | `orders` | Order Service | the saga's one final decision |
+//! | `stock_released` | `inventory` | Inventory | compensation: reserved stock is back |
+//! | `payment_captured` / `payment_voided` | `payments` | Payment | the hold is taken, or dropped |
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// A payload type and where it travels.
+pub trait EventData: Serialize {
+    const EVENT_TYPE: &'static str;
+    const VERSION: u32;
+    /// The topic every event of this type is published to.
+    const TOPIC: &'static str;
+
+    fn order_id(&self) -> Uuid;
+}
+
+macro_rules! event_data {
+    ($type:ty, $name:literal, $topic:expr) => {
+        impl EventData for $type {
+            const EVENT_TYPE: &'static str = $name;
+            const VERSION: u32 = 1;
+            const TOPIC: &'static str = $topic;
+
+            fn order_id(&self) -> Uuid {
+                self.order_id
+            }
+        }
+    };
+}
 
 /// A customer placed an order. Prices and the total come from the catalog, never the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,41 +60,166 @@ pub struct OrderLine {
     pub unit_price_cents: i64,
 }
 
+/// Inventory set the order's stock aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockReserved {
+    pub order_id: Uuid,
+}
+
+/// Inventory cannot cover the order; nothing was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockRejected {
+    pub order_id: Uuid,
+    pub reason: String,
+}
+
+/// Compensation: the stock reserved for a cancelled order is available again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockReleased {
+    pub order_id: Uuid,
+}
+
+/// The order's total is held on the customer's card, not yet taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentAuthorized {
+    pub order_id: Uuid,
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// The card refused the order's total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentDeclined {
+    pub order_id: Uuid,
+    pub reason: String,
+}
+
+/// The held amount is taken: the customer paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentCaptured {
+    pub order_id: Uuid,
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// Compensation: the hold for a cancelled order is dropped; nothing was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentVoided {
+    pub order_id: Uuid,
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// The saga's happy end: stock reserved and payment authorized. Carries what the services
+/// that act on it need, so none of them has to ask the Order Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderConfirmed {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<OrderLine>,
+    pub total_cents: i64,
+    pub currency: String,
+    /// When the order was placed: the start of the flow whose end this is.
+    pub placed_at: DateTime<Utc>,
+}
+
+/// The saga's other end: a step refused the order (or never answered), and every step that
+/// went through is compensated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<OrderLine>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub placed_at: DateTime<Utc>,
+    /// Why, in words fit for the customer.
+    pub reason: String,
+}
+
+event_data!(OrderPlaced, "order_placed", crate::topics::ORDERS);
+event_data!(StockReserved, "stock_reserved", crate::topics::INVENTORY);
+event_data!(StockRejected, "stock_rejected", crate::topics::INVENTORY);
+event_data!(StockReleased, "stock_released", crate::topics::INVENTORY);
+event_data!(
+    PaymentAuthorized,
+    "payment_authorized",
+    crate::topics::PAYMENTS
+);
+event_data!(PaymentDeclined, "payment_declined", crate::topics::PAYMENTS);
+event_data!(PaymentCaptured, "payment_captured", crate::topics::PAYMENTS);
+event_data!(PaymentVoided, "payment_voided", crate::topics::PAYMENTS);
+event_data!(OrderConfirmed, "order_confirmed", crate::topics::ORDERS);
+event_data!(OrderCancelled, "order_cancelled", crate::topics::ORDERS);
+
 impl OrderPlaced {
-    pub const EVENT_TYPE: &'static str = "order_placed";
-    pub const VERSION: u32 = 1;
+    pub const EVENT_TYPE: &'static str = <Self as EventData>::EVENT_TYPE;
+    pub const VERSION: u32 = <Self as EventData>::VERSION;
 
     /// Checks what the type system cannot. A consumer must never act on an order that breaks
     /// these rules, whoever produced it.
     pub fn validate(&self) -> Result<(), String> {
-        if self.items.is_empty() {
-            return Err("order has no items".into());
+        validate_order(&self.customer_email, &self.items, self.total_cents)
+    }
+}
+
+impl OrderConfirmed {
+    pub fn validate(&self) -> Result<(), String> {
+        validate_order(&self.customer_email, &self.items, self.total_cents)
+    }
+}
+
+impl OrderCancelled {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.reason.trim().is_empty() {
+            return Err("a cancellation has no reason".into());
         }
-        if self.customer_email.trim().is_empty() {
-            return Err("order has no customer email".into());
-        }
-        let mut total: i64 = 0;
-        for line in &self.items {
-            if line.quantity <= 0 {
-                return Err(format!(
-                    "quantity of {} is {}, not positive",
-                    line.sku, line.quantity
-                ));
-            }
-            if line.unit_price_cents < 0 {
-                return Err(format!("unit price of {} is negative", line.sku));
-            }
-            total = i64::from(line.quantity)
-                .checked_mul(line.unit_price_cents)
-                .and_then(|line_total| total.checked_add(line_total))
-                .ok_or("order total overflows")?;
-        }
-        if total != self.total_cents {
+        validate_order(&self.customer_email, &self.items, self.total_cents)
+    }
+}
+
+fn validate_order(
+    customer_email: &str,
+    items: &[OrderLine],
+    total_cents: i64,
+) -> Result<(), String> {
+    if items.is_empty() {
+        return Err("order has no items".into());
+    }
+    if customer_email.trim().is_empty() {
+        return Err("order has no customer email".into());
+    }
+    let mut total: i64 = 0;
+    for line in items {
+        if line.quantity <= 0 {
             return Err(format!(
-                "total_cents is {} but the items add up to {total}",
-                self.total_cents
+                "quantity of {} is {}, not positive",
+                line.sku, line.quantity
             ));
         }
-        Ok(())
+        if line.unit_price_cents < 0 {
+            return Err(format!("unit price of {} is negative", line.sku));
+        }
+        total = i64::from(line.quantity)
+            .checked_mul(line.unit_price_cents)
+            .and_then(|line_total| total.checked_add(line_total))
+            .ok_or("order total overflows")?;
     }
+    if total != total_cents {
+        return Err(format!(
+            "total_cents is {total_cents} but the items add up to {total}"
+        ));
+    }
+    Ok(())
 }

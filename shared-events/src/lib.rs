@@ -9,13 +9,15 @@ pub mod app;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod email;
 pub mod envelope;
 pub mod events;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod outbox;
 pub mod telemetry;
 pub mod topics;
 
 pub use envelope::{DecodeError, Envelope, Event, EventMeta};
-pub use events::{OrderLine, OrderPlaced};
+pub use events::*;

@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Event};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -61,8 +61,9 @@ impl ConsumerMetrics {
         );
         registry.register(
             "order_to_effect_seconds",
-            "Time from the order being accepted (the event's occurred_at) to this service's \
-             effects being committed; the end-to-end latency of the flow",
+            "Time from an order being placed to this service committing its part of the \
+             order's end (order_confirmed or order_cancelled): the latency of the whole saga \
+             as this service sees it, one observation per order",
             metrics.order_to_effect.clone(),
         );
         registry.register(
@@ -81,12 +82,12 @@ impl ConsumerMetrics {
 
     /// A committed transaction of `events`, `repeated` of which had been handled before;
     /// `fresh` are those it applied, committed just now, `elapsed` after it began.
-    pub(crate) fn applied<T>(
+    pub(crate) fn applied(
         &self,
         events: usize,
         repeated: usize,
         elapsed: Duration,
-        fresh: &[&Envelope<T>],
+        fresh: &[&Envelope<Event>],
     ) {
         self.count("processed", events - repeated);
         if repeated > 0 {
@@ -96,8 +97,10 @@ impl ConsumerMetrics {
         let now = Utc::now();
         for event in fresh {
             self.duration.observe(elapsed.as_secs_f64());
-            let age = (now - event.meta.occurred_at).to_std().unwrap_or_default();
-            self.order_to_effect.observe(age.as_secs_f64());
+            if let Some(placed_at) = event.data.ends_order_placed_at() {
+                let age = (now - placed_at).to_std().unwrap_or_default();
+                self.order_to_effect.observe(age.as_secs_f64());
+            }
         }
     }
 }

@@ -1,10 +1,29 @@
 //! Topic names: the only place they are spelled out.
+//!
+//! Each topic belongs to the one service that publishes to it, and carries that service's
+//! events about orders, keyed by order id so all events of one order stay in one partition,
+//! in order. Who reads what:
+//!
+//! | Topic | Published by | Events | Read by (consumer group) |
+//! |---|---|---|---|
+//! | `orders` | Order Service | `order_placed`, `order_confirmed`, `order_cancelled` | inventory, payment, email, analytics |
+//! | `inventory` | Inventory | `stock_reserved`, `stock_rejected`, `stock_released` | order-service |
+//! | `payments` | Payment | `payment_authorized`, `payment_declined`, `payment_captured`, `payment_voided` | order-service |
 
-/// Every order event, keyed by order id so all events of one order stay in one partition.
+/// The Order Service's events: an order placed, and the saga's decision about it.
 pub const ORDERS: &str = "orders";
 
-/// Partitions of `orders`: the most instances of one service that can share the work.
-pub const ORDERS_PARTITIONS: i32 = 6;
+/// The Inventory Service's answers: stock reserved or rejected, and released on cancellation.
+pub const INVENTORY: &str = "inventory";
+
+/// The Payment Service's answers: authorized or declined, then captured or voided.
+pub const PAYMENTS: &str = "payments";
+
+/// Every topic events are published to.
+pub const ALL: [&str; 3] = [ORDERS, INVENTORY, PAYMENTS];
+
+/// Partitions of every topic: the most instances of one service that can share the work.
+pub const PARTITIONS: i32 = 6;
 
 /// Where a message that cannot be processed is parked, with the reason in its headers.
 pub fn dead_letter_topic(topic: &str) -> String {
@@ -18,5 +37,6 @@ mod tests {
     #[test]
     fn the_dead_letter_topic_is_the_topic_name_with_a_dlt_suffix() {
         assert_eq!(dead_letter_topic(ORDERS), "orders.dlt");
+        assert_eq!(dead_letter_topic(PAYMENTS), "payments.dlt");
     }
 }

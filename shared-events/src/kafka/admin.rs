@@ -11,7 +11,7 @@ use rdkafka::util::Timeout;
 use crate::config::KafkaSettings;
 use crate::topics;
 
-/// Creates `orders` and its dead-letter topic if they do not exist yet.
+/// Creates every topic ([`topics::ALL`]) and its dead-letter topic if they do not exist yet.
 ///
 /// Topics are created explicitly rather than relying on broker auto-creation, which would
 /// pick the broker's default partition count and replication, and which Tansu lacks. Every
@@ -23,10 +23,10 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
             .create()
             .context("invalid Kafka admin client configuration")?,
     );
-    let names = [
-        topics::ORDERS.to_owned(),
-        topics::dead_letter_topic(topics::ORDERS),
-    ];
+    let names: Vec<String> = topics::ALL
+        .iter()
+        .flat_map(|topic| [(*topic).to_owned(), topics::dead_letter_topic(topic)])
+        .collect();
     let deadline = Instant::now() + settings.startup_timeout;
     loop {
         let failure = match create_missing(&admin, settings, &names).await {
@@ -66,7 +66,7 @@ async fn create_missing(
         .map(|name| {
             let topic = NewTopic::new(
                 name,
-                topics::ORDERS_PARTITIONS,
+                topics::PARTITIONS,
                 TopicReplication::Fixed(settings.topic_replication_factor),
             );
             match &min_insync {
@@ -88,11 +88,7 @@ async fn create_missing(
         .into_iter()
         .filter_map(|result| match result {
             Ok(topic) => {
-                tracing::info!(
-                    topic,
-                    partitions = topics::ORDERS_PARTITIONS,
-                    "created topic"
-                );
+                tracing::info!(topic, partitions = topics::PARTITIONS, "created topic");
                 None
             }
             // Another service created it since the metadata was read.

@@ -14,6 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::types::RDKafkaErrorCode;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
@@ -25,12 +26,16 @@ use crate::envelope::{Envelope, Event};
 use crate::metrics::ConsumerMetrics;
 use crate::topics;
 
+/// A partition of one of the handler's topics: the topic's index in `H::TOPICS`, and the
+/// partition number.
+type PartitionKey = (usize, i32);
+
 /// Messages taken from librdkafka's queue at most per round. Only what has already been
 /// fetched is taken, so a quiet service handles each event as it comes, and a busy one
 /// amortises a transaction over up to this many.
 const MAX_BATCH: usize = 500;
 
-/// An at-least-once consumer of `orders` for one consumer group.
+/// An at-least-once consumer of the handler's topics for one consumer group.
 ///
 /// Each event's offset is stored only after its effects and its claim were committed (or the
 /// event was parked on the dead-letter topic), and the stored offsets are committed in the
@@ -44,7 +49,8 @@ pub struct EventConsumer<H> {
     retry: RetryPolicy,
     metrics: ConsumerMetrics,
     group: String,
-    topic: &'static str,
+    /// Notified after every commit, so events the handler put in the outbox leave at once.
+    outbox_wake: Arc<Notify>,
 }
 
 /// How far through a partition's messages the consumer got.
@@ -63,6 +69,7 @@ impl<H: Handler> EventConsumer<H> {
         handler: H,
         retry: RetryPolicy,
         metrics: ConsumerMetrics,
+        outbox_wake: Arc<Notify>,
     ) -> anyhow::Result<Self> {
         let dead_letters = EventProducer::connect(settings, Duration::from_secs(30)).await?;
         let context = RebalanceContext {
@@ -102,7 +109,7 @@ impl<H: Handler> EventConsumer<H> {
             retry,
             metrics,
             group: settings.group_id.clone(),
-            topic: topics::ORDERS,
+            outbox_wake,
         })
     }
 
@@ -113,9 +120,9 @@ impl<H: Handler> EventConsumer<H> {
     /// Consumes until `shutdown`, then commits, leaves the group and flushes.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.consumer
-            .subscribe(&[self.topic])
-            .with_context(|| format!("cannot subscribe to {}", self.topic))?;
-        tracing::info!(group = %self.group, topic = self.topic, "consuming");
+            .subscribe(H::TOPICS)
+            .with_context(|| format!("cannot subscribe to {:?}", H::TOPICS))?;
+        tracing::info!(group = %self.group, topics = ?H::TOPICS, "consuming");
         'consuming: loop {
             let received = tokio::select! {
                 biased;
@@ -131,10 +138,10 @@ impl<H: Handler> EventConsumer<H> {
                     continue;
                 }
             };
-            for (partition, messages) in self.drain(first) {
+            for ((topic, partition), messages) in self.drain(first) {
                 let span = tracing::info_span!(
                     "batch",
-                    topic = self.topic,
+                    topic = H::TOPICS.get(topic).copied().unwrap_or("?"),
                     partition,
                     offsets = %format!("{}..={}", messages[0].offset(), messages[messages.len() - 1].offset()),
                 );
@@ -164,18 +171,19 @@ impl<H: Handler> EventConsumer<H> {
 
     /// `first` and whatever else librdkafka has already fetched (up to [`MAX_BATCH`]),
     /// grouped by partition, each partition's messages in offset order.
-    fn drain<'c>(&'c self, first: BorrowedMessage<'c>) -> BTreeMap<i32, Vec<BorrowedMessage<'c>>> {
-        let mut by_partition: BTreeMap<i32, Vec<BorrowedMessage<'c>>> = BTreeMap::new();
-        by_partition
-            .entry(first.partition())
-            .or_default()
-            .push(first);
+    fn drain<'c>(
+        &'c self,
+        first: BorrowedMessage<'c>,
+    ) -> BTreeMap<PartitionKey, Vec<BorrowedMessage<'c>>> {
+        let key = |message: &BorrowedMessage<'_>| -> PartitionKey {
+            let topic = H::TOPICS.iter().position(|t| *t == message.topic());
+            (topic.unwrap_or(usize::MAX), message.partition())
+        };
+        let mut by_partition: BTreeMap<PartitionKey, Vec<BorrowedMessage<'c>>> = BTreeMap::new();
+        by_partition.entry(key(&first)).or_default().push(first);
         for _ in 1..MAX_BATCH {
             match self.consumer.recv().now_or_never() {
-                Some(Ok(message)) => by_partition
-                    .entry(message.partition())
-                    .or_default()
-                    .push(message),
+                Some(Ok(message)) => by_partition.entry(key(&message)).or_default().push(message),
                 Some(Err(err)) => {
                     tracing::warn!(error = %err, "consumer error");
                     break;
@@ -317,6 +325,9 @@ impl<H: Handler> EventConsumer<H> {
             self.handler.apply(&mut tx, &fresh).await?
         };
         tx.commit().await?;
+        if !fresh.is_empty() {
+            self.outbox_wake.notify_one();
+        }
 
         let repeated = events.len() - fresh.len() + applied.repeated_orders;
         if repeated > 0 {
@@ -419,6 +430,7 @@ impl<H: Handler> EventConsumer<H> {
 fn event_span(message: &BorrowedMessage<'_>) -> tracing::Span {
     tracing::info_span!(
         "event",
+        topic = message.topic(),
         partition = message.partition(),
         offset = message.offset(),
         event_id = field::Empty,

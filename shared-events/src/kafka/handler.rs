@@ -21,7 +21,16 @@ use crate::envelope::{Envelope, Event};
 /// fails, the consumer rolls it back and hands its events over again one at a time, each with
 /// its own retries, so one bad event is retried or parked alone.
 pub trait Handler: Send + Sync + 'static {
-    /// Applies the effects of `events`, in order, on `tx`. The consumer commits.
+    /// The topics this service consumes; it gets every event on them, and leaves alone (but
+    /// still claims) the types it has nothing to do with.
+    const TOPICS: &'static [&'static str];
+
+    /// Applies the effects of `events` on `tx`. The consumer commits. Events to publish in
+    /// reply go into the outbox on `tx` ([`crate::outbox::enqueue`]), so they leave if and
+    /// only if the effects commit.
+    ///
+    /// `events` are in partition order. A handler may apply them grouped by type (all
+    /// placements, then all decisions, say) when the result is the same as one by one.
     ///
     /// Effects must also be keyed by order, as a second line of defence: an event with a new
     /// id for an order already handled (a replay published anew, say) changes nothing and is
@@ -51,8 +60,23 @@ pub enum HandlerError {
 }
 
 impl From<sqlx::Error> for HandlerError {
+    /// A broken constraint or a value the database cannot take will break again on every
+    /// retry: it is a defect to park and look at, not a fault to wait out. Everything else
+    /// (connections, time-outs, deadlocks, serialization failures) may pass.
     fn from(err: sqlx::Error) -> Self {
-        HandlerError::Transient(err.into())
+        let sqlstate = err
+            .as_database_error()
+            .and_then(|db| db.code())
+            .map(|code| code.into_owned());
+        match sqlstate.as_deref() {
+            // Class 23: integrity constraint violation; class 22: data exception.
+            Some(code) if code.starts_with("23") || code.starts_with("22") => {
+                HandlerError::Permanent(anyhow::Error::new(err).context(format!(
+                    "the database refused the effects (SQLSTATE {code})"
+                )))
+            }
+            _ => HandlerError::Transient(err.into()),
+        }
     }
 }
 
@@ -87,6 +111,12 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_connection_is_transient() {
+        let err = HandlerError::from(sqlx::Error::PoolTimedOut);
+        assert!(matches!(err, HandlerError::Transient(_)), "{err}");
+    }
 
     #[test]
     fn backoff_doubles_from_the_initial_delay_up_to_the_cap() {

@@ -57,7 +57,7 @@ struct Cli {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     groups: u32,
     /// Partitions of the topic.
-    #[arg(long, default_value_t = shared_events::topics::ORDERS_PARTITIONS)]
+    #[arg(long, default_value_t = shared_events::topics::PARTITIONS)]
     partitions: i32,
     /// Replication factor of the topic (3 on a real cluster, as `orders` has).
     #[arg(long, default_value_t = 1)]
@@ -475,6 +475,7 @@ mod tests {
             .data
         {
             shared_events::Event::OrderPlaced(order) => order.items.len(),
+            other => panic!("not an order_placed: {other:?}"),
         };
         assert_eq!((items(0), items(1)), (1, 2));
     }

@@ -1,17 +1,109 @@
-//! The outbox relay: publishes events the API stored, marks them published only after the
-//! broker acknowledged them. An order accepted while Kafka is down waits here until it is back.
+//! The transactional outbox every service publishes through, written once.
+//!
+//! A service never sends an event to Kafka from a request or a handler. It stores the event
+//! with [`enqueue`] in the same transaction as the change the event announces, so both commit
+//! or neither does; the [`OutboxRelay`] publishes what was committed and marks it published
+//! only once the broker acknowledged it. An event stored while Kafka is down waits here
+//! until it is back. Every service's migrations create the same `outbox` table:
+//!
+//! ```sql
+//! CREATE TABLE outbox (
+//!     id BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL UNIQUE, topic TEXT NOT NULL,
+//!     message_key TEXT NOT NULL, event_type TEXT NOT NULL, payload BYTEA NOT NULL,
+//!     created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ,
+//!     attempts INT NOT NULL DEFAULT 0, last_error TEXT);
+//! CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use prometheus_client::metrics::counter::Counter;
-use shared_events::envelope::headers;
-use shared_events::kafka::{EventProducer, OutgoingRecord};
-use sqlx::{FromRow, PgPool};
+use prometheus_client::registry::Registry;
+use sqlx::{FromRow, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::envelope::{Envelope, headers};
+use crate::events::EventData;
+use crate::kafka::{EventProducer, OutgoingRecord};
+
+/// An event ready for the outbox: where it goes, under which key, and its bytes.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub event_id: Uuid,
+    pub topic: &'static str,
+    pub key: String,
+    pub event_type: &'static str,
+    pub payload: Vec<u8>,
+}
+
+impl OutboxMessage {
+    /// The event on its type's topic, keyed by its order.
+    pub fn of<T: EventData>(event: &Envelope<T>) -> Self {
+        OutboxMessage {
+            event_id: event.meta.event_id,
+            topic: T::TOPIC,
+            key: event.meta.order_id.to_string(),
+            event_type: T::EVENT_TYPE,
+            payload: event.to_json(),
+        }
+    }
+}
+
+/// Stores `messages` in the caller's transaction, in order: they are published once it
+/// commits, and never if it rolls back. One statement whatever their number.
+pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sqlx::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
+         SELECT event_id, topic, message_key, event_type, payload
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+              WITH ORDINALITY AS m (event_id, topic, message_key, event_type, payload, n)
+         ORDER BY n",
+    )
+    .bind(messages.iter().map(|m| m.event_id).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.topic).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.key.as_str()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.event_type).collect::<Vec<_>>())
+    .bind(
+        messages
+            .iter()
+            .map(|m| m.payload.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The relay's counters, registered once per service.
+#[derive(Clone, Default)]
+pub struct RelayMetrics {
+    pub published: Counter,
+    pub failures: Counter,
+}
+
+impl RelayMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = RelayMetrics::default();
+        registry.register(
+            "outbox_published",
+            "Events the broker acknowledged",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "outbox_failures",
+            "Relay batches that left events unpublished",
+            metrics.failures.clone(),
+        );
+        metrics
+    }
+}
 
 /// Rows claimed per transaction; a full batch means more may be waiting.
 const BATCH: i64 = 200;
@@ -23,11 +115,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct OutboxRelay {
     pub pool: PgPool,
     pub producer: EventProducer,
+    /// Notified after a commit that stored events, so they leave at once.
     pub wake: Arc<Notify>,
-    /// Another instance's orders only show up on the next poll.
+    /// Events another instance stored show up on the next poll.
     pub poll_interval: Duration,
-    pub published: Counter,
-    pub failures: Counter,
+    pub metrics: RelayMetrics,
 }
 
 #[derive(FromRow)]
@@ -75,7 +167,7 @@ impl OutboxRelay {
                     }
                 }
                 Err(err) => {
-                    self.failures.inc();
+                    self.metrics.failures.inc();
                     tracing::warn!(error = %format!("{err:#}"), ?backoff, "outbox relay will retry");
                     tokio::select! {
                         () = shutdown.cancelled() => {}
@@ -157,7 +249,7 @@ impl OutboxRelay {
             .await?;
         }
         tx.commit().await.context("cannot mark events published")?;
-        self.published.inc_by(published.len() as u64);
+        self.metrics.published.inc_by(published.len() as u64);
         if let Some(error) = first_error {
             bail!(
                 "{} of {} events not yet published: {error}",
