@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared_events::catalog;
+use shared_events::outbox::OutboxMessage;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -33,15 +34,41 @@ pub struct Order {
     pub total_cents: i64,
     pub currency: String,
     pub created_at: DateTime<Utc>,
+    pub status: Status,
+    /// Why the order was cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
 }
 
-/// What the outbox relay publishes.
-pub struct OutboxEvent<'a> {
-    pub event_id: Uuid,
-    pub topic: &'a str,
-    pub key: String,
-    pub event_type: &'a str,
-    pub payload: Vec<u8>,
+/// Where an order is in its saga: waiting for Inventory and Payment, or decided for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Confirmed => "confirmed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One step of an order's saga, as `GET /orders/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct Step {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Inserts the catalog's products; prices already stored are left alone.
@@ -78,14 +105,14 @@ pub async fn products_by_sku(
         .await
 }
 
-/// Stores the order, its items, the event announcing it and, with a key, the idempotency
-/// key, in the caller's transaction: committed together, an order is never stored without
-/// its event, nor an event published for an order that was not stored. One statement, so one
-/// round trip whatever the number of items.
+/// Stores the order, its items, the first step of its timeline, the event announcing it and,
+/// with a key, the idempotency key, in the caller's transaction: committed together, an order
+/// is never stored without its event, nor an event published for an order that was not
+/// stored. One statement, so one round trip whatever the number of items.
 pub async fn insert_order(
     tx: &mut PgConnection,
     order: &Order,
-    event: &OutboxEvent<'_>,
+    event: &OutboxMessage,
     key: Option<(&str, &str)>,
 ) -> sqlx::Result<()> {
     let line_numbers: Vec<i32> = (1..).take(order.items.len()).collect();
@@ -105,6 +132,9 @@ pub async fn insert_order(
          ), event AS (
              INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
              VALUES ($11, $12, $13, $14, $15)
+         ), timeline AS (
+             INSERT INTO order_timeline (order_id, event_type, at)
+             SELECT new_order.id, $14, $6 FROM new_order
          )
          INSERT INTO idempotency_keys (key, request, order_id, completed_at)
          SELECT $16, $17, new_order.id, now() FROM new_order WHERE $16::text IS NOT NULL",
@@ -135,6 +165,7 @@ pub async fn insert_order(
 /// (or none), `$2` caps how many of the newest are returned.
 const SELECT_ORDERS: &str = "
     SELECT o.id, o.customer_id, o.customer_email, o.total_cents, o.currency, o.created_at,
+           o.status, o.status_reason, o.decided_at,
            (SELECT json_agg(json_build_object(
                        'sku', i.sku, 'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents)
                     ORDER BY i.line_no)
@@ -159,4 +190,15 @@ pub async fn recent_orders(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Order>
         .bind(limit)
         .fetch_all(pool)
         .await
+}
+
+/// The order's saga so far, in the order this service learned of each step.
+pub async fn timeline(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Vec<Step>> {
+    sqlx::query_as(
+        "SELECT at, event_type AS event, detail FROM order_timeline
+         WHERE order_id = $1 ORDER BY recorded",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
 }

@@ -4,7 +4,10 @@ use axum::Router;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use shared_events::app::stop_on_exit;
-use shared_events::http::{self, OpsState};
+use shared_events::http::{self, ConsumerInfo, OpsState};
+use shared_events::kafka::{EventConsumer, RetryPolicy};
+use shared_events::metrics::ConsumerMetrics;
+use shared_events::outbox::{OutboxRelay, RelayMetrics};
 use shared_events::{db as shared_db, kafka};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -12,30 +15,38 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::db;
-use crate::outbox::OutboxRelay;
 use crate::routes::{self, AppState};
+use crate::saga::{self, DecideOrders};
 
+/// The Order Service: its HTTP API, the outbox relay that publishes its events, and the
+/// saga's consumer of Inventory's and Payment's answers, with its time-out sweep.
 pub struct Application {
     listener: TcpListener,
     router: Router,
     relay: OutboxRelay,
+    consumer: EventConsumer<DecideOrders>,
+    saga: SagaTimeout,
+}
+
+struct SagaTimeout {
+    pool: sqlx::PgPool,
+    timeout: std::time::Duration,
+    relay_wake: Arc<Notify>,
 }
 
 impl Application {
-    /// Migrates and seeds the database, creates the topics, connects the producer and binds
-    /// the HTTP port. Fails fast, naming what is unreachable.
+    /// Migrates and seeds the database, creates the topics, connects to Kafka and binds the
+    /// HTTP port. Fails fast, naming what is unreachable.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let service = &settings.service;
         let pool = shared_db::connect(service, &db::MIGRATOR).await?;
         db::seed_catalog(&pool).await?;
         kafka::ensure_topics(&service.kafka).await?;
         let producer =
-            kafka::EventProducer::connect(&service.kafka, settings.message_timeout).await?;
+            kafka::EventProducer::connect(&service.kafka, service.message_timeout).await?;
 
         let mut registry = Registry::with_prefix("order_service");
         let orders_placed = Counter::default();
-        let published = Counter::default();
-        let failures = Counter::default();
         let shed = Counter::default();
         registry.register(
             "orders_placed",
@@ -43,22 +54,23 @@ impl Application {
             orders_placed.clone(),
         );
         registry.register(
-            "outbox_published",
-            "Events the broker acknowledged",
-            published.clone(),
-        );
-        registry.register(
             "http_requests_shed",
             "Requests answered 503 because HTTP_MAX_IN_FLIGHT were already being handled",
             shed.clone(),
         );
-        registry.register(
-            "outbox_failures",
-            "Relay batches that left events unpublished",
-            failures.clone(),
-        );
+        let relay_metrics = RelayMetrics::register(&mut registry);
+        let consumer_metrics = ConsumerMetrics::register(&mut registry);
 
         let relay_wake = Arc::new(Notify::new());
+        let consumer = EventConsumer::connect(
+            &service.kafka,
+            pool.clone(),
+            DecideOrders,
+            RetryPolicy::default(),
+            consumer_metrics,
+            relay_wake.clone(),
+        )
+        .await?;
         let state = AppState {
             pool: pool.clone(),
             relay_wake: relay_wake.clone(),
@@ -67,17 +79,20 @@ impl Application {
         let ops = OpsState {
             pool: pool.clone(),
             registry: Arc::new(registry),
-            consumer: None,
+            consumer: Some(ConsumerInfo {
+                group: service.kafka.group_id.clone(),
+                instance_id: service.instance_id.clone(),
+                assignment: consumer.assignment(),
+            }),
         };
         let api = http::limit_in_flight(routes::router(state), service.http_max_in_flight, shed);
         let router = http::with_problem_fallbacks(api.merge(http::ops_router(ops)));
         let relay = OutboxRelay {
-            pool,
+            pool: pool.clone(),
             producer,
-            wake: relay_wake,
-            poll_interval: settings.outbox_poll_interval,
-            published,
-            failures,
+            wake: relay_wake.clone(),
+            poll_interval: service.outbox_poll_interval,
+            metrics: relay_metrics,
         };
         let listener = http::bind(service.http_addr).await?;
         tracing::info!(service = service.name, addr = %listener.local_addr()?, "listening");
@@ -85,6 +100,12 @@ impl Application {
             listener,
             router,
             relay,
+            consumer,
+            saga: SagaTimeout {
+                pool,
+                timeout: settings.saga_timeout,
+                relay_wake,
+            },
         })
     }
 
@@ -95,12 +116,33 @@ impl Application {
             .unwrap_or_default()
     }
 
-    /// Serves and relays until `shutdown`; a failure of either stops both.
+    /// Serves, consumes and relays until `shutdown`; a failure of any part stops them all.
+    /// The relay stops last, so the decisions taken before shutdown still go out.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stop = shutdown.child_token();
+        let relay_stop = CancellationToken::new();
         let server = stop_on_exit(&stop, http::serve(self.listener, self.router, stop.clone()));
-        let relay = stop_on_exit(&stop, self.relay.run(stop.clone()));
-        let (server, relay) = tokio::join!(server, relay);
-        server.and(relay)
+        let consumer = stop_on_exit(&stop, self.consumer.run(stop.clone()));
+        let sweep = stop_on_exit(
+            &stop,
+            saga::expire_until_stopped(
+                self.saga.pool,
+                self.saga.timeout,
+                self.saga.relay_wake,
+                stop.clone(),
+            ),
+        );
+        let parts = async {
+            let (server, consumer, sweep) = tokio::join!(server, consumer, sweep);
+            relay_stop.cancel();
+            server.and(consumer).and(sweep)
+        };
+        let relay = async {
+            let result = self.relay.run(relay_stop.clone()).await;
+            stop.cancel();
+            result
+        };
+        let (parts, relay) = tokio::join!(parts, relay);
+        parts.and(relay)
     }
 }

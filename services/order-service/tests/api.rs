@@ -86,7 +86,13 @@ async fn a_valid_order_is_priced_from_the_catalog_stored_with_its_event_and_answ
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "pending", "the saga has only begun");
+    let mut fetched = fetched;
+    let timeline = fetched.as_object_mut().unwrap().remove("timeline").unwrap();
     assert_eq!(fetched, body);
+    assert_eq!(timeline.as_array().unwrap().len(), 1, "{timeline}");
+    assert_eq!(timeline[0]["event"], "order_placed");
+    assert_eq!(timeline[0]["at"], body["created_at"]);
     let (event_type, payload): (String, Vec<u8>) =
         sqlx::query_as("SELECT event_type, payload FROM outbox")
             .fetch_one(&pool)
@@ -475,4 +481,35 @@ async fn a_failed_request_gives_its_key_back_and_a_malformed_key_is_a_400(pool: 
     let (status, _, body) = send(&app, post_with_key(&"k".repeat(256), &valid_order())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["type"], "/problems/invalid-idempotency-key");
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn addresses_the_mailer_cannot_deliver_to_are_a_422_and_tagged_addresses_are_accepted(
+    pool: PgPool,
+) {
+    let app = app(&pool).await;
+    for odd in [
+        "ada@example..com",
+        "ada@-example.com",
+        ".ada@example.com",
+        "ada.@example.com",
+        "ada@[127.0.0.1]",
+    ] {
+        let mut order = valid_order();
+        order["customer_email"] = json!(odd);
+        let (status, content_type, body) = send(&app, post_json(&order)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{odd}: {body}");
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+        assert_eq!(
+            body["errors"][0]["field"], "customer_email",
+            "{odd}: {body}"
+        );
+    }
+    assert_eq!(count(&pool, "orders").await, 0, "nothing stored");
+
+    let mut order = valid_order();
+    order["customer_email"] = json!("ada+tag@example.com");
+    let (status, _, body) = send(&app, post_json(&order)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["customer_email"], "ada+tag@example.com");
 }

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use order_service::db::MIGRATOR;
-use order_service::outbox::OutboxRelay;
 use order_service::routes::{self, AppState};
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::mocking::MockCluster;
 use shared_events::config::ServiceSettings;
 use shared_events::kafka::EventProducer;
+use shared_events::outbox::{OutboxRelay, RelayMetrics};
 use shared_events::topics;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -87,7 +87,7 @@ async fn an_event_the_broker_cannot_take_stays_in_the_outbox_and_goes_out_once_i
         StatusCode::CREATED,
         "accepted while the broker is down"
     );
-    let failures = Counter::default();
+    let metrics = RelayMetrics::default();
     let stop = CancellationToken::new();
     let relay = tokio::spawn(
         OutboxRelay {
@@ -95,8 +95,7 @@ async fn an_event_the_broker_cannot_take_stays_in_the_outbox_and_goes_out_once_i
             producer,
             wake,
             poll_interval: Duration::from_millis(100),
-            published: Counter::default(),
-            failures: failures.clone(),
+            metrics: metrics.clone(),
         }
         .run(stop.clone()),
     );
@@ -110,7 +109,7 @@ async fn an_event_the_broker_cannot_take_stays_in_the_outbox_and_goes_out_once_i
         waiting.last_error.is_some(),
         "the reason is kept: {waiting:?}"
     );
-    assert!(failures.get() > 0);
+    assert!(metrics.failures.get() > 0);
 
     mock.broker_up(1).unwrap();
     wait_for_row(&pool, "the event to be published", |row| row.published).await;

@@ -8,12 +8,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use shared_events::{Envelope, OrderLine, OrderPlaced, catalog, topics};
+use shared_events::outbox::OutboxMessage;
+use shared_events::{Envelope, OrderLine, OrderPlaced, catalog};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::db::{self, Order, OrderItem, OutboxEvent};
+use crate::db::{self, Order, OrderItem, Status, Step};
 use crate::error::{ApiError, FieldError};
 use crate::idempotency::{self, Claim};
 
@@ -38,8 +39,9 @@ const MAX_ITEMS: usize = 100;
 const MAX_QUANTITY: i64 = 1_000;
 const MAX_TEXT: usize = 254;
 
-/// `POST /orders`: stores the order and its `order_placed` event, answers 201. With an
-/// `Idempotency-Key`, a retry of the same request answers with the same order.
+/// `POST /orders`: stores the order and its `order_placed` event, answers 201 with the order
+/// `pending`; `GET /orders/{id}` shows how its saga ends. With an `Idempotency-Key`, a retry
+/// of the same request answers with the same order.
 pub async fn place(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -112,8 +114,8 @@ async fn store(
 }
 
 /// The `order_placed` event for a new order, as the outbox stores it.
-fn outbox_event(order: &Order) -> OutboxEvent<'static> {
-    let event = Envelope::order_placed(
+fn outbox_event(order: &Order) -> OutboxMessage {
+    let event = Envelope::new(
         OrderPlaced {
             order_id: order.id,
             customer_id: order.customer_id.clone(),
@@ -132,13 +134,7 @@ fn outbox_event(order: &Order) -> OutboxEvent<'static> {
         },
         order.created_at,
     );
-    OutboxEvent {
-        event_id: event.meta.event_id,
-        topic: topics::ORDERS,
-        key: order.id.to_string(),
-        event_type: OrderPlaced::EVENT_TYPE,
-        payload: event.to_json(),
-    }
+    OutboxMessage::of(&event)
 }
 
 fn created(order: Order, replayed: bool) -> Response {
@@ -157,18 +153,29 @@ fn created(order: Order, replayed: bool) -> Response {
     response
 }
 
-/// `GET /orders/{id}`.
+/// An order with the story of its saga.
+#[derive(Debug, Serialize)]
+pub struct OrderWithTimeline {
+    #[serde(flatten)]
+    pub order: Order,
+    /// Every step so far, oldest first: placed, each service's answer, the decision, and
+    /// the compensations that followed a cancellation.
+    pub timeline: Vec<Step>,
+}
+
+/// `GET /orders/{id}`: the order, its status and its timeline.
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Order>, ApiError> {
+) -> Result<Json<OrderWithTimeline>, ApiError> {
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::BadPath(format!("`{id}` is not an order id (a UUID)")))?;
-    db::order(&state.pool, id)
+    let order = db::order(&state.pool, id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("order {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("order {id}")))?;
+    let timeline = db::timeline(&state.pool, id).await?;
+    Ok(Json(OrderWithTimeline { order, timeline }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,10 +197,15 @@ fn validate(order: &NewOrder) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     text_rule(&mut errors, "customer_id", &order.customer_id);
     text_rule(&mut errors, "customer_email", &order.customer_email);
-    if !is_plausible_email(&order.customer_email) {
+    // The Email Service's own parser: an address accepted here is one it can mail.
+    let email_refused = errors.iter().any(|e| e.field == "customer_email");
+    if let (false, Err(reason)) = (
+        email_refused,
+        shared_events::email::parse_address(&order.customer_email),
+    ) {
         errors.push(FieldError::new(
             "customer_email",
-            "must be an e-mail address like name@example.com",
+            format!("must be an e-mail address like name@example.com: {reason}"),
         ));
     }
     if order.items.is_empty() {
@@ -249,20 +261,6 @@ fn text_rule(errors: &mut Vec<FieldError>, field: &str, value: &str) {
     }
 }
 
-fn is_plausible_email(value: &str) -> bool {
-    match value.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@')
-                && !value.chars().any(char::is_whitespace)
-        }
-        None => false,
-    }
-}
-
 /// Prices the order from the catalog, on the order's own transaction; unknown SKUs are a
 /// client error.
 async fn price(tx: &mut PgConnection, request: NewOrder) -> Result<Order, ApiError> {
@@ -304,6 +302,9 @@ async fn price(tx: &mut PgConnection, request: NewOrder) -> Result<Order, ApiErr
         currency: catalog::CURRENCY.to_owned(),
         // PostgreSQL keeps microseconds; the response must equal what GET returns later.
         created_at: Utc::now().trunc_subsecs(6),
+        status: Status::Pending,
+        status_reason: None,
+        decided_at: None,
     })
 }
 
