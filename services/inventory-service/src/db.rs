@@ -12,12 +12,15 @@ pub struct StockLevel {
     pub available: i32,
 }
 
+/// One order's decision: `reserved`, `rejected` (with the shortfall), or `released` once the
+/// order was cancelled (with why; a tombstone has no items).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct Reservation {
     pub order_id: Uuid,
     pub status: String,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     #[sqlx(json)]
     pub items: Vec<ReservedItem>,
 }
@@ -55,7 +58,7 @@ pub async fn reservations(
     limit: i64,
 ) -> sqlx::Result<Vec<Reservation>> {
     sqlx::query_as(
-        "SELECT r.order_id, r.status, r.reason, r.created_at,
+        "SELECT r.order_id, r.status, r.reason, r.created_at, r.updated_at,
                 COALESCE(json_agg(json_build_object('sku', i.sku, 'quantity', i.quantity) ORDER BY i.sku)
                          FILTER (WHERE i.sku IS NOT NULL), '[]') AS items
          FROM reservations r LEFT JOIN reservation_items i USING (order_id)

@@ -1,75 +1,167 @@
-use std::collections::{BTreeMap, HashMap, HashSet};
+//! Inventory's part in the saga, on topic `orders`:
+//! - `order_placed`: reserve the order's stock, all its items or none, and answer
+//!   `stock_reserved`, or `stock_rejected` with the shortfall;
+//! - `order_cancelled`: compensate, putting a reservation's stock back, and answer
+//!   `stock_released`;
+//! - `order_confirmed`: nothing; the reserved stock stays taken.
+//!
+//! Each order is decided once. A cancellation that arrives before its placement (parked on
+//! the dead-letter topic and replayed later) leaves a tombstone, a `released` reservation
+//! without items, so that the late placement finds its order decided and takes nothing.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::Utc;
 use shared_events::kafka::{Applied, Handler, HandlerError};
-use shared_events::{Envelope, Event, OrderPlaced};
+use shared_events::outbox::{self, OutboxMessage};
+use shared_events::{
+    Envelope, Event, OrderCancelled, OrderPlaced, StockRejected, StockReleased, StockReserved,
+    topics,
+};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Reserves the stock each order needs, all its items or none, in the order the orders came.
+/// Why a tombstone was written instead of a reservation.
+pub const CANCELLED_BEFORE_PLACED: &str = "cancelled before inventory saw the order";
+
+/// Reserves the stock each order needs in the order the orders came, and releases it when
+/// the order is cancelled.
 pub struct ReserveStock;
 
 impl Handler for ReserveStock {
+    const TOPICS: &'static [&'static str] = &[topics::ORDERS];
+
     async fn apply(
         &self,
         tx: &mut PgConnection,
         events: &[&Envelope<Event>],
     ) -> Result<Applied, HandlerError> {
-        let orders: Vec<(Uuid, &OrderPlaced)> = events
-            .iter()
-            .map(|event| {
-                let Event::OrderPlaced(order) = &event.data;
-                (event.meta.event_id, order)
-            })
-            .collect();
-        // An order decided before, by an earlier event, is left as it was.
-        let ids: Vec<Uuid> = orders.iter().map(|(_, o)| o.order_id).collect();
-        let mut decided: HashSet<Uuid> =
-            sqlx::query_scalar("SELECT order_id FROM reservations WHERE order_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-        let orders: Vec<(Uuid, &OrderPlaced)> = orders
-            .into_iter()
-            .filter(|(_, order)| decided.insert(order.order_id))
-            .collect();
-        let repeated_orders = events.len() - orders.len();
-        if orders.is_empty() {
-            return Ok(Applied { repeated_orders });
-        }
+        let batch = Batch::of(events);
+        let mut replies = Vec::new();
+        // Every stock row the batch may touch, locked once in SKU order, so that concurrent
+        // batches for overlapping SKUs cannot deadlock.
+        let mut stock = lock_stock(tx, batch.skus()).await?;
+        let placed_repeats = place(tx, &batch.placements, &mut stock, &mut replies).await?;
+        let cancelled_repeats = cancel(tx, &batch.cancellations, &mut replies).await?;
+        outbox::enqueue(tx, &replies).await?;
+        Ok(Applied {
+            repeated_orders: batch.late_placements + placed_repeats + cancelled_repeats,
+        })
+    }
+}
 
-        let mut stock = lock_stock(tx, &orders).await?;
-        let decisions: Vec<Decision> = orders
-            .iter()
-            .map(|(_, order)| decide(&mut stock, order))
-            .collect();
-        let taken: BTreeMap<&str, i32> = stock
-            .iter()
-            .filter(|(_, level)| level.taken > 0)
-            .map(|(sku, level)| (sku.as_str(), level.taken))
-            .collect();
-        sqlx::query(
-            "UPDATE stock SET available = available - taken.quantity, updated_at = now()
-             FROM UNNEST($1::text[], $2::int[]) AS taken (sku, quantity)
-             WHERE stock.sku = taken.sku",
-        )
-        .bind(taken.keys().collect::<Vec<_>>())
-        .bind(taken.values().collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        record(tx, &orders, &decisions).await?;
+/// A batch's events this service acts on, by type, each list in partition order.
+struct Batch<'a> {
+    placements: Vec<(Uuid, &'a OrderPlaced)>,
+    cancellations: Vec<(Uuid, &'a OrderCancelled)>,
+    /// Placements that came after their order's cancellation in this batch: one by one, the
+    /// cancellation would have decided the order first, so they are repeats.
+    late_placements: usize,
+}
 
-        for ((_, order), decision) in orders.iter().zip(&decisions) {
-            match &decision.rejected {
-                None => tracing::info!(order_id = %order.order_id, "stock reserved"),
-                Some(reason) => {
-                    tracing::warn!(order_id = %order.order_id, %reason, "order rejected")
+impl<'a> Batch<'a> {
+    fn of(events: &[&'a Envelope<Event>]) -> Self {
+        let mut batch = Batch {
+            placements: Vec::new(),
+            cancellations: Vec::new(),
+            late_placements: 0,
+        };
+        let mut cancelled = HashSet::new();
+        for event in events {
+            match &event.data {
+                Event::OrderPlaced(order) if cancelled.contains(&order.order_id) => {
+                    batch.late_placements += 1;
                 }
+                Event::OrderPlaced(order) => batch.placements.push((event.meta.event_id, order)),
+                Event::OrderCancelled(order) => {
+                    cancelled.insert(order.order_id);
+                    batch.cancellations.push((event.meta.event_id, order));
+                }
+                // A confirmed order keeps its stock; replies of other services are not ours.
+                _ => {}
             }
         }
-        Ok(Applied { repeated_orders })
+        batch
     }
+
+    /// Every SKU the batch's orders name, sorted.
+    fn skus(&self) -> Vec<&'a str> {
+        let placed = self.placements.iter().flat_map(|(_, o)| &o.items);
+        let cancelled = self.cancellations.iter().flat_map(|(_, o)| &o.items);
+        placed
+            .chain(cancelled)
+            .map(|line| line.sku.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Decides every order placed for the first time; returns how many placements were repeats.
+async fn place(
+    tx: &mut PgConnection,
+    placements: &[(Uuid, &OrderPlaced)],
+    stock: &mut HashMap<String, Level>,
+    replies: &mut Vec<OutboxMessage>,
+) -> Result<usize, HandlerError> {
+    if placements.is_empty() {
+        return Ok(0);
+    }
+    // An order decided before, by an earlier event (or a tombstone), is left as it was.
+    let ids: Vec<Uuid> = placements.iter().map(|(_, o)| o.order_id).collect();
+    let mut decided: HashSet<Uuid> =
+        sqlx::query_scalar("SELECT order_id FROM reservations WHERE order_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let orders: Vec<(Uuid, &OrderPlaced)> = placements
+        .iter()
+        .copied()
+        .filter(|(_, order)| decided.insert(order.order_id))
+        .collect();
+    let repeated = placements.len() - orders.len();
+    if orders.is_empty() {
+        return Ok(repeated);
+    }
+
+    let decisions: Vec<Decision> = orders
+        .iter()
+        .map(|(_, order)| decide(stock, order))
+        .collect();
+    let taken: BTreeMap<&str, i32> = stock
+        .iter()
+        .filter(|(_, level)| level.taken > 0)
+        .map(|(sku, level)| (sku.as_str(), level.taken))
+        .collect();
+    sqlx::query(
+        "UPDATE stock SET available = available - taken.quantity, updated_at = now()
+         FROM UNNEST($1::text[], $2::int[]) AS taken (sku, quantity)
+         WHERE stock.sku = taken.sku",
+    )
+    .bind(taken.keys().collect::<Vec<_>>())
+    .bind(taken.values().collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    record(tx, &orders, &decisions).await?;
+
+    let now = Utc::now();
+    for ((_, order), decision) in orders.iter().zip(&decisions) {
+        let order_id = order.order_id;
+        replies.push(match &decision.rejected {
+            None => {
+                tracing::info!(%order_id, "stock reserved");
+                OutboxMessage::of(&Envelope::new(StockReserved { order_id }, now))
+            }
+            Some(reason) => {
+                tracing::warn!(%order_id, %reason, "order rejected");
+                let reason = reason.clone();
+                OutboxMessage::of(&Envelope::new(StockRejected { order_id, reason }, now))
+            }
+        });
+    }
+    Ok(repeated)
 }
 
 /// One SKU's stock while a batch is decided: what was there, and what the batch takes.
@@ -85,18 +177,14 @@ struct Decision {
     rejected: Option<String>,
 }
 
-/// Locks the stock rows of every SKU in the batch, in SKU order, so that concurrent
-/// batches for overlapping SKUs cannot deadlock.
+/// Locks the stock rows of `skus` (sorted) in that order.
 async fn lock_stock(
     tx: &mut PgConnection,
-    orders: &[(Uuid, &OrderPlaced)],
+    skus: Vec<&str>,
 ) -> sqlx::Result<HashMap<String, Level>> {
-    let skus: Vec<&str> = orders
-        .iter()
-        .flat_map(|(_, order)| order.items.iter().map(|line| line.sku.as_str()))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    if skus.is_empty() {
+        return Ok(HashMap::new());
+    }
     let rows: Vec<(String, i32)> = sqlx::query_as(
         "SELECT sku, available FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
     )
@@ -197,6 +285,125 @@ async fn record(
     .bind(&order_ids)
     .bind(&skus)
     .bind(&quantities)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Compensates every cancelled order, after the batch's placements; returns how many
+/// cancellations were repeats.
+async fn cancel(
+    tx: &mut PgConnection,
+    cancellations: &[(Uuid, &OrderCancelled)],
+    replies: &mut Vec<OutboxMessage>,
+) -> Result<usize, HandlerError> {
+    if cancellations.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = cancellations.iter().map(|(_, o)| o.order_id).collect();
+    let mut status: HashMap<Uuid, String> = sqlx::query_as(
+        "SELECT order_id, status FROM reservations WHERE order_id = ANY($1)
+         ORDER BY order_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    let mut repeated = 0;
+    let mut released: Vec<(Uuid, String)> = Vec::new();
+    let mut tombstones: Vec<(Uuid, Uuid)> = Vec::new();
+    for (event_id, order) in cancellations {
+        let order_id = order.order_id;
+        match status.get(&order_id).map(String::as_str) {
+            Some("reserved") => {
+                released.push((order_id, format!("order cancelled: {}", order.reason)));
+                status.insert(order_id, "released".to_owned());
+            }
+            // Nothing was taken, so there is nothing to give back.
+            Some("rejected") => {}
+            Some(_) => repeated += 1,
+            None => {
+                tombstones.push((order_id, *event_id));
+                status.insert(order_id, "released".to_owned());
+            }
+        }
+    }
+    release(tx, &released).await?;
+    sqlx::query(
+        "INSERT INTO reservations (order_id, event_id, status, reason)
+         SELECT order_id, event_id, 'released', $3
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS t (order_id, event_id)",
+    )
+    .bind(tombstones.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(
+        tombstones
+            .iter()
+            .map(|(_, event)| *event)
+            .collect::<Vec<_>>(),
+    )
+    .bind(CANCELLED_BEFORE_PLACED)
+    .execute(&mut *tx)
+    .await?;
+
+    let now = Utc::now();
+    for (order_id, _) in &released {
+        tracing::info!(%order_id, "stock released");
+        replies.push(OutboxMessage::of(&Envelope::new(
+            StockReleased {
+                order_id: *order_id,
+            },
+            now,
+        )));
+    }
+    for (order_id, _) in &tombstones {
+        tracing::warn!(%order_id, "order cancelled before its placement arrived; nothing to release");
+    }
+    Ok(repeated)
+}
+
+/// Puts the stock of the `released` reservations back and marks them released, with why.
+async fn release(tx: &mut PgConnection, released: &[(Uuid, String)]) -> sqlx::Result<()> {
+    if released.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = released.iter().map(|(id, _)| *id).collect();
+    let back: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT sku, SUM(quantity)::int FROM reservation_items WHERE order_id = ANY($1)
+         GROUP BY sku ORDER BY sku",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let (skus, quantities): (Vec<String>, Vec<i32>) = back.into_iter().unzip();
+    // Already locked from the cancellations' items; in SKU order again in case the
+    // reservation's items differ from what the event says.
+    sqlx::query("SELECT 1 FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
+        .bind(&skus)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE stock SET available = available + back.quantity, updated_at = now()
+         FROM UNNEST($1::text[], $2::int[]) AS back (sku, quantity)
+         WHERE stock.sku = back.sku",
+    )
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE reservations SET status = 'released', reason = r.reason, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[]) AS r (order_id, reason)
+         WHERE reservations.order_id = r.order_id",
+    )
+    .bind(&ids)
+    .bind(
+        released
+            .iter()
+            .map(|(_, reason)| reason.as_str())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -5,25 +5,53 @@ use uuid::Uuid;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
+/// Where an order's payment is: held on the card or refused, then taken or dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Authorized,
+    Declined,
+    Captured,
+    Voided,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Authorized => "authorized",
+            Status::Declined => "declined",
+            Status::Captured => "captured",
+            Status::Voided => "voided",
+        }
+    }
+}
+
+/// One order's payment, as `GET /payments` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
-pub struct Charge {
+pub struct Payment {
     pub order_id: Uuid,
     pub customer_id: String,
     pub amount_cents: i64,
     pub currency: String,
-    pub status: String,
-    pub charged_at: DateTime<Utc>,
+    pub status: Status,
+    /// Why it was declined or voided.
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
-/// Charges newest first; all of them, or one order's.
-pub async fn charges(
+/// Payments newest first; all of them, or one order's.
+pub async fn payments(
     pool: &PgPool,
     order_id: Option<Uuid>,
     limit: i64,
-) -> sqlx::Result<Vec<Charge>> {
+) -> sqlx::Result<Vec<Payment>> {
     sqlx::query_as(
-        "SELECT order_id, customer_id, amount_cents, currency, status, charged_at FROM charges
-         WHERE $1::uuid IS NULL OR order_id = $1 ORDER BY charged_at DESC LIMIT $2",
+        "SELECT order_id, customer_id, amount_cents, currency, status, reason, created_at,
+                updated_at
+         FROM payments WHERE $1::uuid IS NULL OR order_id = $1
+         ORDER BY created_at DESC LIMIT $2",
     )
     .bind(order_id)
     .bind(limit)

@@ -1,55 +1,372 @@
+//! Payment's part in the saga, on topic `orders`:
+//! - `order_placed`: authorize the order's total on the card (`payment_authorized`), or
+//!   decline it (`payment_declined`, with why);
+//! - `order_confirmed`: capture the authorization (`payment_captured`);
+//! - `order_cancelled`: void the authorization (`payment_voided`); a declined payment has
+//!   nothing to void.
+//!
+//! One payment per order, keyed by order id: an event with a new id about a step already
+//! taken changes nothing. A cancellation that arrives before its placement (parked on the
+//! dead-letter topic and replayed later) leaves a tombstone, a `voided` payment nothing was
+//! authorized for, so that the late placement finds its order decided and authorizes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::anyhow;
+use chrono::Utc;
+use shared_events::catalog::money;
 use shared_events::kafka::{Applied, Handler, HandlerError};
-use shared_events::{Envelope, Event};
+use shared_events::outbox::{self, OutboxMessage};
+use shared_events::{
+    Envelope, Event, OrderPlaced, PaymentAuthorized, PaymentCaptured, PaymentDeclined,
+    PaymentVoided, topics,
+};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
-/// Records a charge of each order's total. The payment gateway is simulated: every charge
-/// succeeds. A real one would be called with the order id as its idempotency key.
-pub struct ChargeOrder;
+use crate::db::Status;
 
-impl Handler for ChargeOrder {
+/// Why a tombstone was written instead of a payment.
+pub const CANCELLED_BEFORE_PLACED: &str = "cancelled before payment saw the order";
+
+/// Authorizes each order's total, then captures or voids it as the order ends. The card
+/// gateway is simulated by one sandbox rule: a total above the card limit is declined. A
+/// real gateway would be called with the order id as its idempotency key.
+pub struct AuthorizePayment {
+    /// Totals above this many cents are declined.
+    pub card_limit_cents: i64,
+}
+
+impl AuthorizePayment {
+    /// The gateway's answer for `amount_cents`: `None` if authorized, else why it declined.
+    pub fn decline_reason(&self, amount_cents: i64, currency: &str) -> Option<String> {
+        (amount_cents > self.card_limit_cents).then(|| {
+            format!(
+                "card declined: {} is over the card limit of {}",
+                money(amount_cents, currency),
+                money(self.card_limit_cents, currency)
+            )
+        })
+    }
+}
+
+impl Handler for AuthorizePayment {
+    const TOPICS: &'static [&'static str] = &[topics::ORDERS];
+
     async fn apply(
         &self,
         tx: &mut PgConnection,
         events: &[&Envelope<Event>],
     ) -> Result<Applied, HandlerError> {
-        let mut charges = Charges::default();
-        for event in events {
-            let Event::OrderPlaced(order) = &event.data;
-            charges.order_ids.push(order.order_id);
-            charges.event_ids.push(event.meta.event_id);
-            charges.customer_ids.push(&order.customer_id);
-            charges.amounts.push(order.total_cents);
-            charges.currencies.push(&order.currency);
-        }
-        // One charge per order: an order charged before (or twice in this batch) is skipped.
-        let charged: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "INSERT INTO charges (order_id, event_id, customer_id, amount_cents, currency, status)
-             SELECT *, 'charged' FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[])
-             ON CONFLICT (order_id) DO NOTHING
-             RETURNING order_id",
-        )
-        .bind(&charges.order_ids)
-        .bind(&charges.event_ids)
-        .bind(&charges.customer_ids)
-        .bind(&charges.amounts)
-        .bind(&charges.currencies)
-        .fetch_all(&mut *tx)
-        .await?;
-        for order_id in &charged {
-            tracing::info!(%order_id, "order charged");
-        }
+        let batch = Batch::of(events);
+        let mut replies = Vec::new();
+        let placed_repeats = self.authorize(tx, &batch.placements, &mut replies).await?;
+        let settled_repeats = settle(tx, &batch.settlements, &mut replies).await?;
+        outbox::enqueue(tx, &replies).await?;
         Ok(Applied {
-            repeated_orders: events.len() - charged.len(),
+            repeated_orders: batch.late_placements + placed_repeats + settled_repeats,
         })
     }
 }
 
-/// The batch's charges, column by column, as `UNNEST` takes them.
-#[derive(Default)]
-struct Charges<'a> {
-    order_ids: Vec<uuid::Uuid>,
-    event_ids: Vec<uuid::Uuid>,
-    customer_ids: Vec<&'a str>,
-    amounts: Vec<i64>,
-    currencies: Vec<&'a str>,
+/// A batch's events this service acts on, each list in partition order.
+struct Batch<'a> {
+    placements: Vec<(Uuid, &'a OrderPlaced)>,
+    /// `order_confirmed` and `order_cancelled`.
+    settlements: Vec<Settlement<'a>>,
+    /// Placements that came after their order's decision in this batch: one by one, the
+    /// decision would have come first, so they are repeats.
+    late_placements: usize,
+}
+
+struct Settlement<'a> {
+    event_id: Uuid,
+    order_id: Uuid,
+    /// The cancellation's reason; `None` for a confirmation.
+    cancelled: Option<&'a str>,
+    customer_id: &'a str,
+    total_cents: i64,
+    currency: &'a str,
+}
+
+impl<'a> Batch<'a> {
+    fn of(events: &[&'a Envelope<Event>]) -> Self {
+        let mut batch = Batch {
+            placements: Vec::new(),
+            settlements: Vec::new(),
+            late_placements: 0,
+        };
+        let mut decided = HashSet::new();
+        for event in events {
+            let event_id = event.meta.event_id;
+            match &event.data {
+                Event::OrderPlaced(order) if decided.contains(&order.order_id) => {
+                    batch.late_placements += 1;
+                }
+                Event::OrderPlaced(order) => batch.placements.push((event_id, order)),
+                Event::OrderConfirmed(order) => {
+                    decided.insert(order.order_id);
+                    batch.settlements.push(Settlement {
+                        event_id,
+                        order_id: order.order_id,
+                        cancelled: None,
+                        customer_id: &order.customer_id,
+                        total_cents: order.total_cents,
+                        currency: &order.currency,
+                    });
+                }
+                Event::OrderCancelled(order) => {
+                    decided.insert(order.order_id);
+                    batch.settlements.push(Settlement {
+                        event_id,
+                        order_id: order.order_id,
+                        cancelled: Some(&order.reason),
+                        customer_id: &order.customer_id,
+                        total_cents: order.total_cents,
+                        currency: &order.currency,
+                    });
+                }
+                // Replies of other services are not ours.
+                _ => {}
+            }
+        }
+        batch
+    }
+}
+
+impl AuthorizePayment {
+    /// Authorizes or declines every order placed for the first time; returns how many
+    /// placements were repeats.
+    async fn authorize(
+        &self,
+        tx: &mut PgConnection,
+        placements: &[(Uuid, &OrderPlaced)],
+        replies: &mut Vec<OutboxMessage>,
+    ) -> Result<usize, HandlerError> {
+        if placements.is_empty() {
+            return Ok(0);
+        }
+        let decisions: Vec<Option<String>> = placements
+            .iter()
+            .map(|(_, order)| self.decline_reason(order.total_cents, &order.currency))
+            .collect();
+        let status = |declined: &Option<String>| match declined {
+            None => Status::Authorized.as_str(),
+            Some(_) => Status::Declined.as_str(),
+        };
+        // One payment per order: an order seen before (or twice in this batch) is skipped.
+        let inserted: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO payments
+                 (order_id, event_id, customer_id, amount_cents, currency, status, reason)
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
+                                  $6::text[], $7::text[])
+             ON CONFLICT (order_id) DO NOTHING
+             RETURNING order_id",
+        )
+        .bind(
+            placements
+                .iter()
+                .map(|(_, o)| o.order_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(placements.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(
+            placements
+                .iter()
+                .map(|(_, o)| o.customer_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            placements
+                .iter()
+                .map(|(_, o)| o.total_cents)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            placements
+                .iter()
+                .map(|(_, o)| o.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(decisions.iter().map(status).collect::<Vec<_>>())
+        .bind(decisions.iter().map(Option::as_deref).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+
+        let now = Utc::now();
+        let mut answered = HashSet::new();
+        for ((_, order), declined) in placements.iter().zip(decisions) {
+            let order_id = order.order_id;
+            // The first placement of an order in the batch is the one inserted.
+            if !inserted.contains(&order_id) || !answered.insert(order_id) {
+                continue;
+            }
+            replies.push(match declined {
+                None => {
+                    tracing::info!(%order_id, "payment authorized");
+                    OutboxMessage::of(&Envelope::new(
+                        PaymentAuthorized {
+                            order_id,
+                            amount_cents: order.total_cents,
+                            currency: order.currency.clone(),
+                        },
+                        now,
+                    ))
+                }
+                Some(reason) => {
+                    tracing::warn!(%order_id, %reason, "payment declined");
+                    OutboxMessage::of(&Envelope::new(PaymentDeclined { order_id, reason }, now))
+                }
+            });
+        }
+        Ok(placements.len() - inserted.len())
+    }
+}
+
+/// A payment as a settlement finds it, locked.
+#[derive(sqlx::FromRow)]
+struct Held {
+    order_id: Uuid,
+    status: Status,
+    amount_cents: i64,
+    currency: String,
+}
+
+/// Captures or voids each decided order's payment, after the batch's placements; returns
+/// how many decisions were repeats.
+async fn settle(
+    tx: &mut PgConnection,
+    settlements: &[Settlement<'_>],
+    replies: &mut Vec<OutboxMessage>,
+) -> Result<usize, HandlerError> {
+    if settlements.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = settlements.iter().map(|s| s.order_id).collect();
+    let mut payments: HashMap<Uuid, Held> = sqlx::query_as::<_, Held>(
+        "SELECT order_id, status, amount_cents, currency FROM payments
+         WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|held| (held.order_id, held))
+    .collect();
+
+    let mut repeated = 0;
+    // The new status of each payment that changes, and why (for a void).
+    let mut changes: BTreeMap<Uuid, (Status, Option<String>)> = BTreeMap::new();
+    let mut tombstones: Vec<&Settlement> = Vec::new();
+    let now = Utc::now();
+    for settlement in settlements {
+        let order_id = settlement.order_id;
+        let Some(held) = payments.get_mut(&order_id) else {
+            if settlement.cancelled.is_none() {
+                return Err(HandlerError::Permanent(anyhow!(
+                    "order {order_id} was confirmed, but no payment was authorized for it"
+                )));
+            }
+            tombstones.push(settlement);
+            payments.insert(
+                order_id,
+                Held {
+                    order_id,
+                    status: Status::Voided,
+                    amount_cents: settlement.total_cents,
+                    currency: settlement.currency.to_owned(),
+                },
+            );
+            continue;
+        };
+        let (amount_cents, currency) = (held.amount_cents, held.currency.clone());
+        match (settlement.cancelled, held.status) {
+            (None, Status::Authorized) => {
+                held.status = Status::Captured;
+                changes.insert(order_id, (Status::Captured, None));
+                tracing::info!(%order_id, "payment captured");
+                replies.push(OutboxMessage::of(&Envelope::new(
+                    PaymentCaptured {
+                        order_id,
+                        amount_cents,
+                        currency,
+                    },
+                    now,
+                )));
+            }
+            (Some(reason), Status::Authorized) => {
+                held.status = Status::Voided;
+                changes.insert(
+                    order_id,
+                    (Status::Voided, Some(format!("order cancelled: {reason}"))),
+                );
+                tracing::info!(%order_id, "payment voided");
+                replies.push(OutboxMessage::of(&Envelope::new(
+                    PaymentVoided {
+                        order_id,
+                        amount_cents,
+                        currency,
+                    },
+                    now,
+                )));
+            }
+            (None, Status::Captured) | (Some(_), Status::Voided) => repeated += 1,
+            // Nothing was held, so there is nothing to drop.
+            (Some(_), Status::Declined) => {}
+            (None, status @ (Status::Declined | Status::Voided)) => {
+                return Err(HandlerError::Permanent(anyhow!(
+                    "order {order_id} was confirmed, but its payment is {}, not authorized",
+                    status.as_str()
+                )));
+            }
+            (Some(_), Status::Captured) => {
+                return Err(HandlerError::Permanent(anyhow!(
+                    "order {order_id} was cancelled, but its payment was captured when it was confirmed"
+                )));
+            }
+        }
+    }
+
+    sqlx::query(
+        "UPDATE payments SET status = c.status, reason = COALESCE(c.reason, payments.reason),
+                             updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS c (order_id, status, reason)
+         WHERE payments.order_id = c.order_id",
+    )
+    .bind(changes.keys().copied().collect::<Vec<_>>())
+    .bind(
+        changes
+            .values()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changes
+            .values()
+            .map(|(_, r)| r.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO payments
+             (order_id, event_id, customer_id, amount_cents, currency, status, reason)
+         SELECT order_id, event_id, customer_id, amount_cents, currency, 'voided', $6
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[])
+              AS t (order_id, event_id, customer_id, amount_cents, currency)",
+    )
+    .bind(tombstones.iter().map(|t| t.order_id).collect::<Vec<_>>())
+    .bind(tombstones.iter().map(|t| t.event_id).collect::<Vec<_>>())
+    .bind(tombstones.iter().map(|t| t.customer_id).collect::<Vec<_>>())
+    .bind(tombstones.iter().map(|t| t.total_cents).collect::<Vec<_>>())
+    .bind(tombstones.iter().map(|t| t.currency).collect::<Vec<_>>())
+    .bind(CANCELLED_BEFORE_PLACED)
+    .execute(&mut *tx)
+    .await?;
+    for tombstone in &tombstones {
+        tracing::warn!(order_id = %tombstone.order_id, "order cancelled before its placement arrived; nothing to void");
+    }
+    Ok(repeated)
 }

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use shared_events::http::{ApiResult, Problem, parse_id};
 use sqlx::PgPool;
 
-use crate::db::{self, Charge};
+use crate::db::{self, Payment};
 
 /// `GET /payments`, `GET /payments/{order_id}`.
 pub fn router(pool: PgPool) -> Router {
@@ -20,17 +20,17 @@ struct Limit {
     limit: Option<i64>,
 }
 
-async fn list(State(pool): State<PgPool>, Query(page): Query<Limit>) -> ApiResult<Vec<Charge>> {
+async fn list(State(pool): State<PgPool>, Query(page): Query<Limit>) -> ApiResult<Vec<Payment>> {
     Ok(Json(
-        db::charges(&pool, None, page.limit.unwrap_or(100).clamp(1, 1000)).await?,
+        db::payments(&pool, None, page.limit.unwrap_or(100).clamp(1, 1000)).await?,
     ))
 }
 
-async fn one(State(pool): State<PgPool>, Path(order_id): Path<String>) -> ApiResult<Charge> {
+async fn one(State(pool): State<PgPool>, Path(order_id): Path<String>) -> ApiResult<Payment> {
     let order_id = parse_id(&order_id)?;
-    db::charges(&pool, Some(order_id), 1)
+    db::payments(&pool, Some(order_id), 1)
         .await?
         .pop()
         .map(Json)
-        .ok_or_else(|| Problem::not_found(&format!("a charge for order {order_id}")))
+        .ok_or_else(|| Problem::not_found(&format!("a payment for order {order_id}")))
 }
