@@ -3,18 +3,31 @@ use sqlx::{FromRow, PgPool};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
+/// `GET /stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
-    pub orders: i64,
+    pub orders: OrderCounts,
+    /// Per currency, from confirmed orders only.
     pub revenue: Vec<Revenue>,
+    /// Best sellers, from confirmed orders only.
     pub top_items: Vec<ItemSales>,
-    /// Orders that occurred in the last minute.
+    /// Orders placed in the last minute.
     pub orders_last_minute: i64,
+}
+
+/// Orders counted as placed, and as each end of the saga. An order placed but not yet
+/// decided is in `placed` only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCounts {
+    pub placed: i64,
+    pub confirmed: i64,
+    pub cancelled: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
 pub struct Revenue {
     pub currency: String,
+    /// Confirmed orders in this currency.
     pub orders: i64,
     pub revenue_cents: i64,
 }
@@ -28,7 +41,15 @@ pub struct ItemSales {
 }
 
 pub async fn stats(pool: &PgPool, top: i64) -> sqlx::Result<Stats> {
-    let revenue: Vec<Revenue> =
+    let (placed, confirmed, cancelled): (i64, i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(orders) FILTER (WHERE kind = 'placed'), 0)::bigint,
+                coalesce(sum(orders) FILTER (WHERE kind = 'confirmed'), 0)::bigint,
+                coalesce(sum(orders) FILTER (WHERE kind = 'cancelled'), 0)::bigint
+         FROM order_counts",
+    )
+    .fetch_one(pool)
+    .await?;
+    let revenue =
         sqlx::query_as("SELECT currency, orders, revenue_cents FROM revenue ORDER BY currency")
             .fetch_all(pool)
             .await?;
@@ -39,12 +60,17 @@ pub async fn stats(pool: &PgPool, top: i64) -> sqlx::Result<Stats> {
     .fetch_all(pool)
     .await?;
     let orders_last_minute = sqlx::query_scalar(
-        "SELECT count(*) FROM counted_orders WHERE occurred_at > now() - interval '1 minute'",
+        "SELECT count(*) FROM counted_orders
+         WHERE kind = 'placed' AND occurred_at > now() - interval '1 minute'",
     )
     .fetch_one(pool)
     .await?;
     Ok(Stats {
-        orders: revenue.iter().map(|r| r.orders).sum(),
+        orders: OrderCounts {
+            placed,
+            confirmed,
+            cancelled,
+        },
         revenue,
         top_items,
         orders_last_minute,

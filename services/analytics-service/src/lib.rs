@@ -1,4 +1,9 @@
-//! The Analytics Service: live aggregates over every placed order (count, revenue, top items).
+//! The Analytics Service: live aggregates over the orders and how they ended. It counts every
+//! order once as placed (`order_placed`) and once as confirmed (`order_confirmed`) or
+//! cancelled (`order_cancelled`); revenue per currency and item sales come from confirmed
+//! orders only, so a cancelled order never adds money that was not taken.
+//!
+//! `GET /stats` shows the counts, the revenue and the best sellers.
 
 pub mod config;
 pub mod db;
@@ -6,13 +11,13 @@ pub mod handler;
 pub mod routes;
 
 pub use config::IDENTITY;
-pub use handler::CountOrder;
+pub use handler::CountOrders;
 
 use shared_events::app::ConsumerApp;
 use shared_events::config::ServiceSettings;
 use shared_events::kafka::RetryPolicy;
 
-pub type Application = ConsumerApp<CountOrder>;
+pub type Application = ConsumerApp<CountOrders>;
 
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
     let pool = shared_events::db::connect(&settings, &db::MIGRATOR).await?;
@@ -20,7 +25,7 @@ pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
     ConsumerApp::build(
         &settings,
         pool.clone(),
-        CountOrder,
+        CountOrders,
         routes,
         RetryPolicy::default(),
     )

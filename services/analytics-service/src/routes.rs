@@ -7,7 +7,8 @@ use sqlx::PgPool;
 
 use crate::db::{self, Stats};
 
-/// `GET /stats?top=N`: order count, revenue per currency, best-selling items.
+/// `GET /stats?top=N`: orders placed, confirmed and cancelled; revenue per currency and the
+/// best-selling items, both from confirmed orders only.
 pub fn router(pool: PgPool) -> Router {
     Router::new().route("/stats", get(stats)).with_state(pool)
 }

@@ -11,7 +11,7 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity {
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "email-service",
-    about = "Sends an order confirmation for every placed order"
+    about = "Mails every customer how their order ended: a confirmation, or a cancellation notice with the reason"
 )]
 pub struct Config {
     #[command(flatten)]
@@ -19,10 +19,10 @@ pub struct Config {
     /// SMTP server to send through, e.g. smtp://localhost:1025. Unset: write .eml files to MAIL_DIR.
     #[arg(long, env = "SMTP_URL")]
     pub smtp_url: Option<String>,
-    /// Where confirmations are written when no SMTP server is configured.
+    /// Where mails are written when no SMTP server is configured.
     #[arg(long, env = "MAIL_DIR", default_value = ".data/mail")]
     pub mail_dir: PathBuf,
-    /// The sender of every confirmation.
+    /// The sender of every mail.
     #[arg(long, env = "MAIL_FROM", default_value = "Shop <shop@example.com>")]
     pub mail_from: String,
 }

@@ -8,6 +8,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct SentEmail {
     pub order_id: Uuid,
+    /// `confirmation` or `cancellation`: how the order ended.
+    pub kind: String,
     pub recipient: String,
     pub subject: String,
     pub message_id: String,
@@ -22,7 +24,7 @@ pub async fn emails(
     limit: i64,
 ) -> sqlx::Result<Vec<SentEmail>> {
     sqlx::query_as(
-        "SELECT order_id, recipient, subject, message_id, transport, sent_at FROM emails
+        "SELECT order_id, kind, recipient, subject, message_id, transport, sent_at FROM emails
          WHERE $1::uuid IS NULL OR order_id = $1 ORDER BY sent_at DESC LIMIT $2",
     )
     .bind(order_id)

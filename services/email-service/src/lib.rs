@@ -1,5 +1,11 @@
-//! The Email Service: sends a confirmation for every placed order, through SMTP or, with no
-//! SMTP server configured, as .eml files in a mail directory.
+//! The Email Service: tells every customer how their order ended, once the saga decided it.
+//! On `order_confirmed` it sends a confirmation with the items and the total; on
+//! `order_cancelled` a cancellation notice with the reason, saying no money was taken; on
+//! `order_placed` nothing. One mail per order, ever, through SMTP or, with no SMTP server
+//! configured, as `<order id>.eml` files in a mail directory.
+//!
+//! `GET /emails` and `GET /emails/{order_id}` show what was sent, with its `kind`
+//! (`confirmation` or `cancellation`).
 
 pub mod config;
 pub mod db;
@@ -8,13 +14,13 @@ pub mod mailer;
 pub mod routes;
 
 pub use config::{Config, IDENTITY, Settings};
-pub use handler::SendConfirmation;
+pub use handler::NotifyCustomer;
 
 use anyhow::Context;
 use shared_events::app::ConsumerApp;
 use shared_events::kafka::RetryPolicy;
 
-pub type Application = ConsumerApp<SendConfirmation>;
+pub type Application = ConsumerApp<NotifyCustomer>;
 
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let service = &settings.service;
@@ -25,6 +31,6 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         .with_context(|| format!("MAIL_FROM={} is not a mailbox", settings.mail_from))?;
     let pool = shared_events::db::connect(service, &db::MIGRATOR).await?;
     let routes = routes::router(pool.clone());
-    let handler = SendConfirmation { mailer, from };
+    let handler = NotifyCustomer { mailer, from };
     ConsumerApp::build(service, pool, handler, routes, RetryPolicy::default()).await
 }

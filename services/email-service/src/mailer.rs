@@ -5,7 +5,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use uuid::Uuid;
 
-/// Where confirmations go.
+/// Where mails go.
 pub enum Mailer {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     /// One `<order id>.eml` per order: rewriting the same order's file is harmless.

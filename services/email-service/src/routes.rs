@@ -7,7 +7,8 @@ use sqlx::PgPool;
 
 use crate::db::{self, SentEmail};
 
-/// `GET /emails`, `GET /emails/{order_id}`.
+/// `GET /emails?limit=N` (newest first) and `GET /emails/{order_id}`: each order's one mail,
+/// with its `kind` (`confirmation` or `cancellation`).
 pub fn router(pool: PgPool) -> Router {
     Router::new()
         .route("/emails", get(list))
@@ -32,5 +33,5 @@ async fn one(State(pool): State<PgPool>, Path(order_id): Path<String>) -> ApiRes
         .await?
         .pop()
         .map(Json)
-        .ok_or_else(|| Problem::not_found(&format!("the confirmation of order {order_id}")))
+        .ok_or_else(|| Problem::not_found(&format!("the mail of order {order_id}")))
 }
