@@ -220,11 +220,11 @@ while n=$(published || true); [ "${n:-0}" -lt "$accepted" ]; do
   [ $SECONDS -lt $deadline ] || fail_with_log order-service "the relay did not publish $accepted events in 600 s"
   sleep 0.2
 done
-say "(b) starting the four consumers on a backlog of $accepted events"
+say "(b) starting the four consumers on a backlog of $accepted orders"
 for service in "${consumers[@]}"; do start_service "$service"; done
 # Watching from the moment they start (the drain is timed from each one's first processed
 # event), while making sure they come up at all; in a session of its own like run_tool.
-start drain bash -c "exec target/$profile/shop-load drain --events $accepted \
+start drain bash -c "exec target/$profile/shop-load drain --orders $accepted \
   --services $consumer_urls --timeout 3600s --json >'$work/drain.json'"
 for service in "${consumers[@]}"; do wait_ready "$service"; done
 if ! wait "${pid[drain]}"; then

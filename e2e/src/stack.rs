@@ -165,7 +165,10 @@ impl Stack {
         let name = format!("{}[{instance}]", settings.name);
         match consumer {
             Consumer::Inventory => spawn_consumer(name, inventory_service::build(settings).await),
-            Consumer::Payment => spawn_consumer(name, payment_service::build(settings).await),
+            Consumer::Payment => spawn_consumer(
+                name,
+                payment_service::build(payment_service::Settings::for_test(settings)).await,
+            ),
             Consumer::Email => {
                 let settings = email_service::Settings {
                     service: settings,
@@ -294,7 +297,8 @@ impl Stack {
         response.json().await.ok()
     }
 
-    /// How many events an instance handled, by outcome, from its `/metrics`.
+    /// How many events an instance handled, by outcome, from its `/metrics`. Panics when the
+    /// counter is not there: a renamed metric must fail the test, not read as zero.
     pub async fn events_handled(&self, service: &impl Service, outcome: &str) -> u64 {
         let metrics = self
             .http
@@ -305,20 +309,37 @@ impl Stack {
             .text()
             .await
             .unwrap();
-        let prefix = format!("_consumer_events_total{{outcome=\"{outcome}\"}} ");
-        metrics
-            .lines()
-            .find_map(|line| {
-                line.split_once(&prefix)
-                    .map(|(_, n)| n.trim().parse::<f64>().unwrap() as u64)
-            })
-            .unwrap_or(0)
+        consumer_events(&metrics, outcome).unwrap_or_else(|| {
+            panic!(
+                "{}'s /metrics has no `<svc>_consumer_events_total{{outcome=\"{outcome}\"}}` \
+                 line: was the metric or the outcome renamed?\n{metrics}",
+                service.name()
+            )
+        })
     }
 
     /// Drops this test's databases.
     pub async fn finish(self) {
         self.database.drop_databases(&self.prefix).await;
     }
+}
+
+/// The value of `<svc>_consumer_events_total{outcome="<outcome>"}` in a scrape, if the line is
+/// there.
+fn consumer_events(metrics: &str, outcome: &str) -> Option<u64> {
+    let labels = format!("_consumer_events_total{{outcome=\"{outcome}\"}}");
+    metrics.lines().find_map(|line| {
+        let (name, value) = line.split_once(' ')?;
+        if name.strip_suffix(&labels)?.is_empty() {
+            return None;
+        }
+        // An OpenMetrics exemplar may follow the value.
+        let value = value.split_whitespace().next()?;
+        let count: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a count: {line}"));
+        Some(count as u64)
+    })
 }
 
 fn spawn_consumer<H: Handler>(name: String, app: anyhow::Result<ConsumerApp<H>>) -> Running {

@@ -1,12 +1,15 @@
-//! `shop-dlt`: what is parked on the dead-letter topic, and putting it back after a fix.
+//! `shop-dlt`: what is parked on the dead-letter topics, and putting it back after a fix.
 //!
 //! ```text
-//! shop-dlt list                               # every parked message with its reason
-//! shop-dlt replay 0:12 3:4                    # re-publish these (partition:offset on orders.dlt)
+//! shop-dlt list                                 # every dead-letter topic: orders.dlt, inventory.dlt, payments.dlt
+//! shop-dlt list --topic payments.dlt            # just one
+//! shop-dlt replay orders.dlt:0:12 payments.dlt:3:4
+//! shop-dlt replay --topic orders.dlt 0:12 3:4   # positions on the one topic named
 //! shop-dlt replay --all --service email-service
 //! ```
-//! A message that failed in several services is parked once per service; replay publishes
-//! each original message once. Services that handled it already recognise its event id.
+//! Each topic has its dead-letter topic, `<topic>.dlt`. A message that failed in several
+//! services is parked once per service; replay publishes each original message once, to the
+//! topic it came from. Services that handled it already recognise its event id.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -21,7 +24,11 @@ use shared_events::topics;
 #[derive(Parser)]
 #[command(
     name = "shop-dlt",
-    about = "Lists and replays messages parked on a dead-letter topic"
+    about = "Lists and replays messages parked on the dead-letter topics",
+    long_about = "Lists and replays messages parked on the dead-letter topics. Every topic has \
+        one, named <topic>.dlt (orders.dlt, inventory.dlt, payments.dlt). Without --topic, \
+        `list` shows them all and `replay --all` replays from them all; a message is named \
+        TOPIC:PARTITION:OFFSET on its dead-letter topic, as `list` prints it."
 )]
 struct Cli {
     #[arg(
@@ -31,7 +38,7 @@ struct Cli {
         global = true
     )]
     bootstrap_servers: String,
-    /// The dead-letter topic [default: orders.dlt].
+    /// Only this dead-letter topic, e.g. payments.dlt [default: every one].
     #[arg(long, global = true)]
     topic: Option<String>,
     #[command(subcommand)]
@@ -44,10 +51,11 @@ enum Command {
     List,
     /// Re-publishes parked messages to their original topic.
     Replay {
-        /// Messages to replay, as PARTITION:OFFSET on the dead-letter topic.
+        /// Messages to replay, as TOPIC:PARTITION:OFFSET on the dead-letter topic (e.g.
+        /// orders.dlt:0:12), or PARTITION:OFFSET on the one named by --topic.
         #[arg(required_unless_present = "all")]
         messages: Vec<String>,
-        /// Replay every parked message (narrowed by --service and --kind).
+        /// Replay every parked message (narrowed by --topic, --service and --kind).
         #[arg(long, conflicts_with = "messages")]
         all: bool,
         /// Only messages parked by this service (consumer group).
@@ -57,6 +65,22 @@ enum Command {
         #[arg(long)]
         kind: Option<String>,
     },
+}
+
+/// A message as it sits on one dead-letter topic.
+struct Parked {
+    topic: String,
+    letter: DeadLetter,
+}
+
+impl Parked {
+    /// How `list` names it and `replay` takes it.
+    fn position(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.topic, self.letter.partition, self.letter.offset
+        )
+    }
 }
 
 #[tokio::main]
@@ -71,32 +95,54 @@ async fn main() -> anyhow::Result<()> {
         session_timeout: Duration::from_secs(10),
         startup_timeout: Duration::from_secs(10),
     };
-    let topic = cli
-        .topic
-        .unwrap_or_else(|| topics::dead_letter_topic(topics::ORDERS));
-    let letters = dead_letters::read_all(&settings, &topic).await?;
+    let wanted = match &cli.command {
+        Command::Replay { messages, .. } => messages
+            .iter()
+            .map(|m| parse_position(m, cli.topic.as_deref()))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        Command::List => Vec::new(),
+    };
+    // Only the topics needed: those named, or else every one.
+    let dead_letter_topics = match &cli.topic {
+        Some(topic) => vec![checked_topic(topic)?],
+        None if !wanted.is_empty() => {
+            let mut named: Vec<String> = Vec::new();
+            for (topic, _, _) in &wanted {
+                if !named.contains(topic) {
+                    named.push(checked_topic(topic)?);
+                }
+            }
+            named
+        }
+        None => all_dead_letter_topics(),
+    };
+    let mut parked = Vec::new();
+    for topic in &dead_letter_topics {
+        let letters = dead_letters::read_all(&settings, topic)
+            .await
+            .with_context(|| format!("cannot read {topic}"))?;
+        parked.extend(letters.into_iter().map(|letter| Parked {
+            topic: topic.clone(),
+            letter,
+        }));
+    }
     match cli.command {
-        Command::List => list(&topic, &letters),
+        Command::List => {
+            for topic in &dead_letter_topics {
+                list(topic, &parked);
+            }
+        }
         Command::Replay {
-            messages,
-            all,
-            service,
-            kind,
+            all, service, kind, ..
         } => {
-            let chosen = choose(
-                &letters,
-                &messages,
-                all,
-                service.as_deref(),
-                kind.as_deref(),
-            )?;
+            let chosen = choose(&parked, &wanted, all, service.as_deref(), kind.as_deref())?;
             let producer = EventProducer::connect(&settings, Duration::from_secs(30)).await?;
-            for letter in &chosen {
-                let (partition, offset) = dead_letters::replay(&producer, letter).await?;
-                let (original, _, _) = letter.origin().context("no origin")?;
+            for one in &chosen {
+                let (partition, offset) = dead_letters::replay(&producer, &one.letter).await?;
+                let (original, _, _) = one.letter.origin().context("no origin")?;
                 println!(
-                    "replayed {topic} {}:{} -> {original} {partition}:{offset}",
-                    letter.partition, letter.offset
+                    "replayed {} -> {original} {partition}:{offset}",
+                    one.position()
                 );
             }
             producer.flush(Duration::from_secs(10)).await;
@@ -106,17 +152,37 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list(topic: &str, letters: &[DeadLetter]) {
-    println!("{} message(s) parked on {topic}", letters.len());
-    for letter in letters {
+fn all_dead_letter_topics() -> Vec<String> {
+    topics::ALL
+        .iter()
+        .map(|t| topics::dead_letter_topic(t))
+        .collect()
+}
+
+/// A `--topic` must be a dead-letter topic: listing `orders` itself would read every order,
+/// and nothing on it could be replayed.
+fn checked_topic(topic: &str) -> anyhow::Result<String> {
+    if topics::ALL.contains(&topic) {
+        bail!(
+            "{topic} is not a dead-letter topic; its dead letters are on {}",
+            topics::dead_letter_topic(topic)
+        );
+    }
+    Ok(topic.to_owned())
+}
+
+fn list(topic: &str, parked: &[Parked]) {
+    let on_topic: Vec<&Parked> = parked.iter().filter(|p| p.topic == topic).collect();
+    println!("{} message(s) parked on {topic}", on_topic.len());
+    for one in on_topic {
+        let letter = &one.letter;
         let origin = letter
             .origin()
             .map(|(t, p, o)| format!("{t} {p}:{o}"))
             .unwrap_or_else(|| "unknown origin".to_owned());
         println!(
-            "{}:{}  from {origin}  by {}  [{}] after {} attempt(s): {}",
-            letter.partition,
-            letter.offset,
+            "{}  from {origin}  by {}  [{}] after {} attempt(s): {}",
+            one.position(),
             letter.header(dead_letter::SERVICE).unwrap_or("?"),
             letter.header(dead_letter::ERROR_KIND).unwrap_or("?"),
             letter.header(dead_letter::ATTEMPTS).unwrap_or("?"),
@@ -125,34 +191,155 @@ fn list(topic: &str, letters: &[DeadLetter]) {
     }
 }
 
-/// The letters to replay, each original message once.
+/// `TOPIC:PARTITION:OFFSET`, or `PARTITION:OFFSET` on `--topic`.
+fn parse_position(position: &str, topic: Option<&str>) -> anyhow::Result<(String, i32, i64)> {
+    let mut parts = position.rsplitn(3, ':');
+    let (offset, partition, named) = (parts.next(), parts.next(), parts.next());
+    let numbers = partition
+        .zip(offset)
+        .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)));
+    let Some((partition, offset)) = numbers else {
+        bail!("{position}: expected TOPIC:PARTITION:OFFSET, e.g. orders.dlt:0:12");
+    };
+    let topic = match (named, topic) {
+        (Some(named), Some(topic)) if named != topic => {
+            bail!("{position}: not on {topic}, the topic named by --topic")
+        }
+        (Some(named), _) => named,
+        (None, Some(topic)) => topic,
+        (None, None) => bail!(
+            "{position}: on which dead-letter topic? Write it as TOPIC:PARTITION:OFFSET \
+             (e.g. orders.dlt:{position}), or name the topic with --topic"
+        ),
+    };
+    Ok((topic.to_owned(), partition, offset))
+}
+
+/// The messages to replay, each original message once.
 fn choose<'a>(
-    letters: &'a [DeadLetter],
-    wanted: &[String],
+    parked: &'a [Parked],
+    wanted: &[(String, i32, i64)],
     all: bool,
     service: Option<&str>,
     kind: Option<&str>,
-) -> anyhow::Result<Vec<&'a DeadLetter>> {
+) -> anyhow::Result<Vec<&'a Parked>> {
+    let at = |p: &Parked| (p.topic.clone(), p.letter.partition, p.letter.offset);
     let mut positions = HashSet::new();
     for position in wanted {
-        let (partition, offset) = position
-            .split_once(':')
-            .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)))
-            .with_context(|| format!("{position}: expected PARTITION:OFFSET, e.g. 0:12"))?;
-        if !letters
-            .iter()
-            .any(|l| (l.partition, l.offset) == (partition, offset))
-        {
-            bail!("{position}: no parked message there (see `shop-dlt list`)");
+        if !parked.iter().any(|p| at(p) == *position) {
+            let (topic, partition, offset) = position;
+            bail!("{topic}:{partition}:{offset}: no parked message there (see `shop-dlt list`)");
         }
-        positions.insert((partition, offset));
+        positions.insert(position.clone());
     }
     let mut origins = HashSet::new();
-    Ok(letters
+    Ok(parked
         .iter()
-        .filter(|l| all || positions.contains(&(l.partition, l.offset)))
-        .filter(|l| service.is_none_or(|s| l.header(dead_letter::SERVICE) == Some(s)))
-        .filter(|l| kind.is_none_or(|k| l.header(dead_letter::ERROR_KIND) == Some(k)))
-        .filter(|l| origins.insert(l.origin()))
+        .filter(|p| all || positions.contains(&at(p)))
+        .filter(|p| service.is_none_or(|s| p.letter.header(dead_letter::SERVICE) == Some(s)))
+        .filter(|p| kind.is_none_or(|k| p.letter.header(dead_letter::ERROR_KIND) == Some(k)))
+        .filter(|p| origins.insert(p.letter.origin()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parked(topic: &str, partition: i32, offset: i64, service: &str, origin: i64) -> Parked {
+        let original = topic.trim_end_matches(".dlt");
+        let headers = [
+            (dead_letter::ORIGINAL_TOPIC, original.to_owned()),
+            (dead_letter::ORIGINAL_PARTITION, "0".to_owned()),
+            (dead_letter::ORIGINAL_OFFSET, origin.to_string()),
+            (dead_letter::SERVICE, service.to_owned()),
+            (dead_letter::ERROR_KIND, "rejected".to_owned()),
+        ];
+        Parked {
+            topic: topic.to_owned(),
+            letter: DeadLetter {
+                partition,
+                offset,
+                key: Vec::new(),
+                payload: Vec::new(),
+                headers: headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn without_a_topic_every_dead_letter_topic_is_read() {
+        assert_eq!(
+            all_dead_letter_topics(),
+            ["orders.dlt", "inventory.dlt", "payments.dlt"]
+        );
+    }
+
+    #[test]
+    fn a_source_topic_is_refused_with_its_dead_letter_topic_named() {
+        let err = checked_topic("payments").unwrap_err().to_string();
+        assert!(err.contains("payments.dlt"), "{err}");
+        assert_eq!(checked_topic("payments.dlt").unwrap(), "payments.dlt");
+    }
+
+    #[test]
+    fn a_position_names_its_topic_or_takes_the_one_given_with_topic() {
+        let at = |t: &str, p, o| (t.to_owned(), p, o);
+        assert_eq!(
+            parse_position("inventory.dlt:3:41", None).unwrap(),
+            at("inventory.dlt", 3, 41)
+        );
+        assert_eq!(
+            parse_position("0:12", Some("orders.dlt")).unwrap(),
+            at("orders.dlt", 0, 12)
+        );
+        let err = parse_position("0:12", None).unwrap_err().to_string();
+        assert!(err.contains("on which dead-letter topic"), "{err}");
+        assert!(parse_position("orders.dlt:0:12", Some("payments.dlt")).is_err());
+        assert!(parse_position("orders.dlt:x:12", None).is_err());
+        assert!(parse_position("12", Some("orders.dlt")).is_err());
+    }
+
+    #[test]
+    fn replay_takes_positions_on_any_dead_letter_topic_and_each_original_once() {
+        let letters = [
+            parked("orders.dlt", 0, 12, "email-service", 5),
+            // The same original message, parked by a second service.
+            parked("orders.dlt", 0, 13, "analytics-service", 5),
+            parked("payments.dlt", 0, 12, "order-service", 7),
+        ];
+        let wanted = [
+            ("orders.dlt".to_owned(), 0, 12),
+            ("orders.dlt".to_owned(), 0, 13),
+            ("payments.dlt".to_owned(), 0, 12),
+        ];
+        let chosen = choose(&letters, &wanted, false, None, None).unwrap();
+        let positions: Vec<String> = chosen.iter().map(|p| p.position()).collect();
+        assert_eq!(positions, ["orders.dlt:0:12", "payments.dlt:0:12"]);
+
+        let missing = [("inventory.dlt".to_owned(), 0, 12)];
+        assert!(choose(&letters, &missing, false, None, None).is_err());
+    }
+
+    #[test]
+    fn replaying_all_can_be_narrowed_to_one_service() {
+        let letters = [
+            parked("orders.dlt", 0, 12, "email-service", 5),
+            parked("payments.dlt", 1, 0, "order-service", 7),
+            parked("inventory.dlt", 2, 0, "order-service", 9),
+        ];
+        let chosen = choose(&letters, &[], true, Some("order-service"), None).unwrap();
+        let positions: Vec<String> = chosen.iter().map(|p| p.position()).collect();
+        assert_eq!(positions, ["payments.dlt:1:0", "inventory.dlt:2:0"]);
+        assert_eq!(choose(&letters, &[], true, None, None).unwrap().len(), 3);
+    }
 }

@@ -12,11 +12,22 @@ const DEFAULT_SERVICES: &str =
     long_about = "Places orders on the Order Service at a fixed rate (open loop: each order has a \
         scheduled start and its latency is measured from it, so a stall is not hidden by the \
         client waiting politely) or as fast as it can (--rate max), then waits until each \
-        consumer service has processed the accepted orders and reports the time that took and \
+        consumer service has settled the accepted orders and reports the time that took and \
         each service's order→effect latency.\n\n\
-        Completion is counted from each service's /metrics: the growth of its processed-events \
-        counter and of its order_to_effect_seconds histogram between a scrape before the run and \
-        one after. It assumes no other traffic reaches those services during the run.",
+        A service has settled an order when it has committed its part of the order's end \
+        (order_confirmed or order_cancelled). Each service's /metrics counts that in its \
+        <svc>_order_to_effect_seconds histogram, one observation per order, timed from when the \
+        order was placed: completion is the growth of that histogram's _count between a scrape \
+        before the run and one after. Events processed (<svc>_consumer_events_total) are \
+        reported as throughput only, since each service handles a different number of events \
+        per order. It assumes no other traffic reaches those services during the run.\n\n\
+        The services to watch are those that consume the orders' ends (Inventory, Payment, \
+        Email, Analytics), not the Order Service, which publishes them.\n\n\
+        The orders are small: one unit of one or two SKUs, with the default SKUs at most \
+        119.98 EUR, far under the 1,000.00 EUR above which the Payment Service declines, so a \
+        run measures the happy path (orders confirmed) for as long as the Inventory has the \
+        stock. An order it cannot cover, or one the Payment Service declines, ends cancelled: \
+        still settled, so it still counts, but through the compensation path.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -28,8 +39,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Places no orders: measures how fast each service works off a backlog already on the
-    /// topic, from the first processed event it reports to the last.
+    /// Places no orders: measures how fast each service works off a backlog of orders already
+    /// on the topic, from the first event it reports processed until it has settled them all.
     Drain(DrainArgs),
 }
 
@@ -60,6 +71,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// SKUs the orders buy, one unit each, in rotation (every second order buys two SKUs).
+    /// Keep orders under the Payment Service's 1,000.00 EUR limit and within the stock, or
+    /// they end cancelled rather than confirmed.
     #[arg(long, value_delimiter = ',', default_value = "KB-001,MS-002,CB-005")]
     pub skus: Vec<String>,
     /// The consumer services' base URLs, comma-separated.
@@ -68,7 +81,7 @@ pub struct RunArgs {
     /// Do not wait for the services; report only the POSTs.
     #[arg(long)]
     pub no_completion: bool,
-    /// How long to wait, after the last answer, for every service to process the orders.
+    /// How long to wait, after the last answer, for every service to settle the orders.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub completion_timeout: Duration,
     /// Print the report as JSON on stdout.
@@ -78,9 +91,10 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct DrainArgs {
-    /// Events each service must have processed (since it started) for its backlog to be gone.
+    /// Orders in the backlog: each service must have settled that many (since it started,
+    /// confirmed or cancelled) for its backlog to be gone.
     #[arg(long)]
-    pub events: u64,
+    pub orders: u64,
     /// The consumer services' base URLs, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVICES)]
     pub services: Vec<String>,
@@ -185,7 +199,7 @@ mod tests {
         let cli = Cli::try_parse_from([
             "shop-load",
             "drain",
-            "--events",
+            "--orders",
             "100000",
             "--services",
             "http://a:1,http://b:2",
@@ -194,8 +208,43 @@ mod tests {
         let Some(Command::Drain(args)) = cli.command else {
             panic!("not drain")
         };
-        assert_eq!(args.events, 100_000);
+        assert_eq!(args.orders, 100_000);
         assert_eq!(args.services, ["http://a:1", "http://b:2"]);
+    }
+
+    #[test]
+    fn the_default_orders_stay_far_below_the_amount_the_payment_service_declines() {
+        // The Payment Service declines orders over 1,000.00 EUR.
+        const DECLINED_ABOVE_CENTS: i64 = 100_000;
+        let cli = Cli::try_parse_from(["shop-load"]).unwrap();
+        let price = |sku: &str| {
+            shared_events::catalog::PRODUCTS
+                .iter()
+                .find(|p| p.sku == sku)
+                .map(|p| p.unit_price_cents)
+                .unwrap_or_else(|| panic!("{sku} is not in the catalog"))
+        };
+        // The rotation repeats after as many orders as there are SKUs, times two.
+        let largest = (0..2 * cli.run.skus.len() as u64)
+            .map(|i| {
+                let body: serde_json::Value =
+                    serde_json::from_slice(&crate::load::order_body(i, &cli.run.skus)).unwrap();
+                body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|item| {
+                        price(item["sku"].as_str().unwrap()) * item["quantity"].as_i64().unwrap()
+                    })
+                    .sum::<i64>()
+            })
+            .max()
+            .unwrap();
+        assert_eq!(
+            largest, 11_998,
+            "the help text quotes the largest default order"
+        );
+        assert!(largest * 5 < DECLINED_ABOVE_CENTS);
     }
 
     #[test]

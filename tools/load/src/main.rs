@@ -4,7 +4,7 @@
 //! ```text
 //! shop-load --rate 1000 --duration 30s            # open loop, then wait for the four services
 //! shop-load --rate max --count 100000 --no-completion
-//! shop-load drain --events 100000                 # how fast each service works off a backlog
+//! shop-load drain --orders 100000                 # how fast each service works off a backlog
 //! ```
 
 mod cli;
@@ -66,7 +66,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let completion = if args.no_completion || results.interrupted {
         None
     } else {
-        let progress = progress_bar(Some(0), "events");
+        let progress = progress_bar(Some(0), "orders settled");
         let completions = until_ctrl_c(completion::await_completion(
             &scraper,
             &args.services,
@@ -99,24 +99,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("no order was accepted");
     }
     if report.completion.as_ref().is_some_and(|c| !c.complete) {
-        bail!("not every service processed every accepted order before the deadline");
+        bail!("not every service settled every accepted order before the deadline");
     }
     Ok(())
 }
 
 async fn drain(args: DrainArgs) -> anyhow::Result<()> {
     let scraper = Scraper::new()?;
-    let progress = progress_bar(Some(0), "events");
+    let progress = progress_bar(Some(0), "orders settled");
     let completions = until_ctrl_c(completion::await_drain(
         &scraper,
         &args.services,
-        args.events,
+        args.orders,
         Instant::now() + args.timeout,
         &progress,
     ))
     .await?;
     progress.finish_and_clear();
-    let report = report::drain(&completions, args.events);
+    let report = report::drain(&completions, args.orders);
     print(&report, args.json, report::DrainReport::table)?;
     if !report.complete {
         bail!("not every service drained its backlog before the deadline");

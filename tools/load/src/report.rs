@@ -55,8 +55,9 @@ pub struct Latency {
 
 #[derive(Debug, Serialize)]
 pub struct CompletionReport {
-    /// Every service processed every accepted order before the deadline.
+    /// Every service settled every accepted order before the deadline.
     pub complete: bool,
+    /// Accepted orders, which each service must settle.
     pub expected: u64,
     pub services: Vec<ServiceReport>,
     /// When every service was done; absent if one was not.
@@ -67,13 +68,23 @@ pub struct CompletionReport {
 pub struct ServiceReport {
     pub url: String,
     pub service: String,
+    /// Orders whose end (confirmed or cancelled) the service committed: the count of its
+    /// order→effect histogram. Completion is judged on this.
+    pub settled: u64,
+    /// Events of every type it processed meanwhile (a throughput figure: how many events an
+    /// order costs varies by service).
     pub processed: u64,
     pub dead_lettered: u64,
     pub complete: bool,
-    /// From the start of the run (or, in a drain, from its first processed event).
+    /// From the start of the run (or, in a drain, from its first processed event) until it
+    /// had settled every order.
     pub elapsed_seconds: Option<f64>,
+    /// Orders settled per second over `elapsed_seconds`.
+    pub orders_per_second: Option<f64>,
+    /// Events processed per second over `elapsed_seconds`.
     pub events_per_second: Option<f64>,
-    /// Bucket bounds in seconds: the true quantile is at most `le` (or above `gt`).
+    /// Of the orders settled: from being placed to this service committing its part of the
+    /// order's end. Bucket bounds in seconds: the true quantile is at most `le` (or above `gt`).
     pub order_to_effect: Option<Quantiles>,
     pub error: Option<String>,
 }
@@ -82,8 +93,8 @@ pub struct ServiceReport {
 pub struct AllServices {
     pub elapsed_seconds: f64,
     pub orders_per_second: f64,
-    /// An upper bound of the quantiles of the time until an order's effects existed in every
-    /// service (see `snapshot::upper_bound`).
+    /// An upper bound of the quantiles of the time until every service had settled an order
+    /// (see `snapshot::upper_bound`).
     pub order_to_all_effects: Option<Quantiles>,
 }
 
@@ -110,10 +121,13 @@ impl Quantiles {
 
 #[derive(Debug, Serialize)]
 pub struct DrainReport {
-    pub events: u64,
+    /// The backlog: orders each service must settle.
+    pub orders: u64,
     pub complete: bool,
     pub services: Vec<ServiceReport>,
-    /// The slowest service's rate.
+    /// The slowest service's orders settled per second.
+    pub slowest_orders_per_second: Option<f64>,
+    /// The slowest service's events processed per second (not necessarily the same service).
     pub slowest_events_per_second: Option<f64>,
 }
 
@@ -160,20 +174,22 @@ pub fn service(completion: &Completion, expected: u64) -> ServiceReport {
     ServiceReport {
         url: completion.url.clone(),
         service: completion.service.clone(),
+        settled: completion.settled,
         processed: completion.processed,
         dead_lettered: completion.dead_lettered,
         complete: completion.complete,
         elapsed_seconds: completion.elapsed.map(|e| e.as_secs_f64()),
-        events_per_second: completion.rate,
+        orders_per_second: completion.orders_per_second,
+        events_per_second: completion.events_per_second,
         order_to_effect: completion
             .order_to_effect
             .as_ref()
             .and_then(|h| Quantiles::of(std::slice::from_ref(h))),
         error: completion.error.clone().or_else(|| {
-            (completion.processed < expected && completion.elapsed.is_none()).then(|| {
+            (completion.settled < expected && completion.elapsed.is_none()).then(|| {
                 format!(
-                    "processed {} of {expected} before the deadline",
-                    completion.processed
+                    "settled {} of {expected} orders before the deadline",
+                    completion.settled
                 )
             })
         }),
@@ -205,20 +221,19 @@ pub fn completion(completions: &[Completion], expected: u64) -> CompletionReport
     }
 }
 
-pub fn drain(completions: &[Completion], events: u64) -> DrainReport {
-    let services: Vec<ServiceReport> = completions.iter().map(|c| service(c, events)).collect();
+pub fn drain(completions: &[Completion], orders: u64) -> DrainReport {
+    let services: Vec<ServiceReport> = completions.iter().map(|c| service(c, orders)).collect();
     let complete = services.iter().all(|s| s.complete);
+    let slowest = |rate: fn(&ServiceReport) -> Option<f64>| {
+        complete
+            .then(|| services.iter().filter_map(rate).reduce(f64::min))
+            .flatten()
+    };
     DrainReport {
-        events,
+        orders,
         complete,
-        slowest_events_per_second: complete
-            .then(|| {
-                services
-                    .iter()
-                    .filter_map(|s| s.events_per_second)
-                    .reduce(f64::min)
-            })
-            .flatten(),
+        slowest_orders_per_second: slowest(|s| s.orders_per_second),
+        slowest_events_per_second: slowest(|s| s.events_per_second),
         services,
     }
 }
@@ -310,8 +325,8 @@ impl RunReport {
         if let Some(c) = &self.completion {
             let _ = writeln!(
                 out,
-                "\ncompletion of {} accepted orders in each service (from the start of the run; \
-                 order→effect quantiles are histogram bucket bounds)",
+                "\ncompletion: each service settling (committing the end of) {} accepted orders, \
+                 from the start of the run; order→effect quantiles are histogram bucket bounds",
                 c.expected
             );
             out += &services_table(&c.services, true);
@@ -320,7 +335,7 @@ impl RunReport {
                     let q = all.order_to_all_effects.as_ref();
                     let _ = writeln!(
                         out,
-                        "  all services done after {:.2}s = {:.1} orders/s end to end; order→all effects p50 {}  p90 {}  p99 {}  max {} (upper bounds)",
+                        "  all services done after {:.2}s = {:.1} orders/s end to end; order→settled everywhere p50 {}  p90 {}  p99 {}  max {} (upper bounds)",
                         all.elapsed_seconds,
                         all.orders_per_second,
                         bound(q.and_then(|q| q.p50)),
@@ -329,7 +344,7 @@ impl RunReport {
                         bound(q.and_then(|q| q.max)),
                     );
                 }
-                None => out += "  INCOMPLETE: not every service processed every accepted order\n",
+                None => out += "  INCOMPLETE: not every service settled every accepted order\n",
             }
         }
         out
@@ -339,15 +354,23 @@ impl RunReport {
 impl DrainReport {
     pub fn table(&self) -> String {
         let mut out = format!(
-            "backlog drain of {} events per service (from each service's first processed event)\n",
-            self.events
+            "backlog drain of {} orders per service (from each service's first processed event \
+             until it had settled every order)\n",
+            self.orders
         );
         out += &services_table(&self.services, false);
-        match self.slowest_events_per_second {
-            Some(rate) => {
-                let _ = writeln!(out, "  slowest service: {rate:.0} events/s");
+        match (
+            self.slowest_orders_per_second,
+            self.slowest_events_per_second,
+        ) {
+            _ if !self.complete => out += "  INCOMPLETE: not every service drained its backlog\n",
+            (Some(orders), Some(events)) => {
+                let _ = writeln!(
+                    out,
+                    "  slowest service: {orders:.0} orders/s settled; slowest: {events:.0} events/s processed"
+                );
             }
-            None => out += "  INCOMPLETE: not every service drained its backlog\n",
+            _ => out += "  drained, but too fast to time: a larger backlog would tell\n",
         }
         out
     }
@@ -357,8 +380,8 @@ fn services_table(services: &[ServiceReport], latency: bool) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "  {:<20} {:>9} {:>8} {:>10} {:>10}",
-        "service", "processed", "dead", "done after", "events/s"
+        "  {:<20} {:>8} {:>9} {:>6} {:>10} {:>9} {:>9}",
+        "service", "settled", "events", "dead", "done after", "orders/s", "events/s"
     );
     if latency {
         let _ = write!(out, "   order→effect p50    p90    p99    max");
@@ -367,11 +390,13 @@ fn services_table(services: &[ServiceReport], latency: bool) -> String {
     for s in services {
         let _ = write!(
             out,
-            "  {:<20} {:>9} {:>8} {:>10} {:>10}",
+            "  {:<20} {:>8} {:>9} {:>6} {:>10} {:>9} {:>9}",
             s.service,
+            s.settled,
             s.processed,
             s.dead_lettered,
             opt(s.elapsed_seconds, |e| format!("{e:.2}s")),
+            opt(s.orders_per_second, |r| format!("{r:.1}")),
             opt(s.events_per_second, |r| format!("{r:.1}")),
         );
         if latency {
@@ -405,15 +430,18 @@ mod tests {
         assert_eq!(millis(1.5), "1.50s");
     }
 
+    /// 100 orders settled, two events each, after `secs`.
     fn done(service: &str, secs: f64, h: Option<Histogram>) -> Completion {
         Completion {
             url: format!("http://{service}"),
             service: service.into(),
-            processed: 100,
+            settled: 100,
+            processed: 200,
             dead_lettered: 0,
             complete: true,
             elapsed: Some(Duration::from_secs_f64(secs)),
-            rate: Some(100.0 / secs),
+            orders_per_second: Some(100.0 / secs),
+            events_per_second: Some(200.0 / secs),
             order_to_effect: h,
             error: None,
         }
@@ -446,24 +474,55 @@ mod tests {
         let mut slow = done("b", 1.0, None);
         slow.complete = false;
         slow.elapsed = None;
-        slow.rate = None;
-        slow.processed = 60;
+        slow.orders_per_second = None;
+        slow.events_per_second = None;
+        slow.settled = 60;
+        slow.processed = 160;
         let report = completion(&[done("a", 1.0, None), slow], 100);
         assert!(!report.complete);
         assert!(report.all_services.is_none());
         assert_eq!(
             report.services[1].error.as_deref(),
-            Some("processed 60 of 100 before the deadline")
+            Some("settled 60 of 100 orders before the deadline")
         );
         assert!(report.services[0].order_to_effect.is_none());
     }
 
     #[test]
-    fn a_drain_reports_its_slowest_service() {
+    fn a_drain_reports_its_slowest_service_in_orders_settled_and_events_processed() {
         let report = drain(&[done("a", 1.0, None), done("b", 4.0, None)], 100);
-        assert_eq!(report.slowest_events_per_second, Some(25.0));
+        assert_eq!(report.slowest_orders_per_second, Some(25.0));
+        assert_eq!(report.slowest_events_per_second, Some(50.0));
         let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["services"][1]["events_per_second"], 25.0);
+        assert_eq!(json["orders"], 100);
+        assert_eq!(json["services"][1]["settled"], 100);
+        assert_eq!(json["services"][1]["orders_per_second"], 25.0);
+        assert_eq!(json["services"][1]["events_per_second"], 50.0);
+        assert!(report.table().contains("25 orders/s settled"));
+    }
+
+    #[test]
+    fn an_unfinished_drain_names_no_slowest_rate() {
+        let mut stuck = done("b", 1.0, None);
+        stuck.complete = false;
+        let report = drain(&[done("a", 1.0, None), stuck], 100);
+        assert_eq!(report.slowest_orders_per_second, None);
+        assert_eq!(report.slowest_events_per_second, None);
+        assert!(report.table().contains("INCOMPLETE"));
+    }
+
+    #[test]
+    fn a_drain_too_fast_to_time_is_complete_all_the_same() {
+        let mut instant = done("a", 1.0, None);
+        instant.elapsed = None;
+        instant.orders_per_second = None;
+        instant.events_per_second = None;
+        let report = drain(&[instant], 100);
+        assert!(report.complete);
+        assert_eq!(report.slowest_orders_per_second, None);
+        let table = report.table();
+        assert!(table.contains("too fast to time"), "{table}");
+        assert!(!table.contains("INCOMPLETE"), "{table}");
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! What one consumer service's `/metrics` says about its progress, and the arithmetic on two
-//! scrapes: events processed in between, and the order→effect latency of those events.
+//! scrapes: orders settled in between, and their order→effect latency.
 //!
 //! The contract (per service, `<svc>` = its name with `-` as `_`):
-//! `<svc>_consumer_events_total{outcome="processed"}` and the histogram
-//! `<svc>_order_to_effect_seconds` (seconds from the order's acceptance to its effects being
-//! committed in that service, observed once per processed event).
+//! - the histogram `<svc>_order_to_effect_seconds`: seconds from an order being placed to the
+//!   service committing its part of the order's end (`order_confirmed` or `order_cancelled`),
+//!   observed exactly once per order. Its `_count` is the number of orders the service has
+//!   *settled*, whichever way they ended: that is what completion counts.
+//! - `<svc>_consumer_events_total{outcome=...}`: events read, by outcome. A service handles a
+//!   varying number of events per order (Inventory: `order_placed` and the order's end; the
+//!   Order Service: the replies), so these are throughput figures, never a completion count.
 
 use serde::Serialize;
 
@@ -18,15 +22,17 @@ const EFFECT_SUFFIX: &str = "_order_to_effect_seconds";
 pub struct Snapshot {
     /// The metric prefix, e.g. `inventory_service`.
     pub service: String,
+    /// Events processed, of every type.
     pub processed: u64,
     pub dead_lettered: u64,
-    /// `None` when the service does not export the histogram (yet).
-    pub order_to_effect: Option<Histogram>,
+    pub order_to_effect: Histogram,
 }
 
 impl Snapshot {
     /// Reads a scrape. The service is recognised by its `*_consumer_events_total` family, so
-    /// no names need configuring; a scrape without one is not a consumer service.
+    /// no names need configuring; a scrape without one is not a consumer service, and one
+    /// without the order→effect histogram cannot say which orders it has settled: both are
+    /// errors naming the missing metric.
     pub fn from_text(text: &str) -> Result<Self, String> {
         let samples = prom::parse(text)?;
         let service = samples
@@ -42,15 +48,24 @@ impl Snapshot {
                 .map(|s| s.value as u64)
                 .sum()
         };
+        let effect = format!("{service}{EFFECT_SUFFIX}");
+        let order_to_effect = Histogram::from_samples(&samples, &effect).ok_or_else(|| {
+            format!(
+                "no `{effect}` histogram: {service} cannot say how many orders it has settled \
+                 (not a service that consumes the orders' ends?)"
+            )
+        })?;
         Ok(Snapshot {
             processed: outcome("processed"),
             dead_lettered: outcome("dead_lettered"),
-            order_to_effect: Histogram::from_samples(
-                &samples,
-                &format!("{service}{EFFECT_SUFFIX}"),
-            ),
+            order_to_effect,
             service,
         })
+    }
+
+    /// Orders whose end (confirmed or cancelled) this service has committed since it started.
+    pub fn settled(&self) -> u64 {
+        self.order_to_effect.count as u64
     }
 }
 
@@ -233,7 +248,7 @@ mod tests {
         assert_eq!(snapshot.service, "payment_service");
         assert_eq!(snapshot.processed, 42);
         assert_eq!(snapshot.dead_lettered, 2);
-        let h = snapshot.order_to_effect.unwrap();
+        let h = snapshot.order_to_effect;
         assert_eq!(
             h.buckets,
             vec![(0.01, 10.0), (0.1, 40.0), (f64::INFINITY, 42.0)]
@@ -242,12 +257,23 @@ mod tests {
     }
 
     #[test]
-    fn a_service_without_the_histogram_still_reports_its_counts() {
+    fn orders_settled_are_the_histograms_count_not_the_events_processed() {
+        // Two events per order (order_placed, then its end): 40 events, 20 orders settled.
+        let snapshot =
+            Snapshot::from_text(&scrape(40, &[("0.01", 15), ("0.1", 20), ("+Inf", 20)], 0.3))
+                .unwrap();
+        assert_eq!(snapshot.processed, 40);
+        assert_eq!(snapshot.settled(), 20);
+    }
+
+    #[test]
+    fn a_service_without_the_histogram_cannot_say_what_it_settled() {
         let text = "inventory_service_consumer_events_total{outcome=\"processed\"} 7\n";
-        let snapshot = Snapshot::from_text(text).unwrap();
-        assert_eq!(snapshot.processed, 7);
-        assert_eq!(snapshot.order_to_effect, None);
-        assert_eq!(snapshot.dead_lettered, 0);
+        let err = Snapshot::from_text(text).unwrap_err();
+        assert!(
+            err.contains("`inventory_service_order_to_effect_seconds`"),
+            "{err}"
+        );
     }
 
     #[test]
