@@ -371,13 +371,16 @@ fn the_kafka_cluster_keeps_three_replicas_and_needs_two_in_sync() {
 }
 
 #[test]
-fn kafka_init_creates_orders_and_its_dead_letter_topic_with_six_partitions() {
+fn kafka_init_creates_every_topic_and_its_dead_letter_topic_with_six_partitions() {
     let doc = compose();
     let init = service(&doc, "kafka-init");
     let words = command_words(init);
-    for topic in ["orders", "orders.dlt"] {
+    let expected = shared_events::topics::ALL
+        .iter()
+        .flat_map(|t| [(*t).to_owned(), shared_events::topics::dead_letter_topic(t)]);
+    for topic in expected {
         assert!(
-            words.iter().any(|w| w == topic),
+            words.contains(&topic),
             "kafka-init creates {topic}: {words:?}"
         );
     }

@@ -1,5 +1,6 @@
 //! The services as separate processes, killed and stopped under load: every accepted order
-//! still takes effect exactly once, and partitions move to the survivors quickly.
+//! still ends confirmed or cancelled, every service agrees, every effect happens once, and
+//! partitions move to the survivors quickly.
 //!
 //! These tests run the real binaries (`cargo build --workspace --bins` first; scripts/test.sh
 //! does), configured through their environment with the production defaults.
@@ -61,6 +62,50 @@ async fn lists_each_order_once(
     assert_eq!(&unique, expected, "{} lists other orders", service.name());
 }
 
+/// Which orders ended how, as the Order Service decided them.
+struct Decided<'a> {
+    all: &'a HashSet<String>,
+    confirmed: &'a HashSet<String>,
+}
+
+impl Decided<'_> {
+    /// `Some` once a service's rows name every order exactly once, each in a state that
+    /// agrees with its decision (`field` is one of `when_confirmed` or `when_cancelled`).
+    /// Panics on an order listed twice: that is an effect applied twice, not one to wait for.
+    fn agree(
+        &self,
+        rows: &[Value],
+        field: &str,
+        when_confirmed: &[&str],
+        when_cancelled: &[&str],
+    ) -> Option<()> {
+        let ids: Vec<&str> = rows
+            .iter()
+            .map(|row| row["order_id"].as_str().unwrap())
+            .collect();
+        let unique: HashSet<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+        assert_eq!(
+            ids.len(),
+            unique.len(),
+            "an order is listed twice: {rows:?}"
+        );
+        if &unique != self.all {
+            return None;
+        }
+        rows.iter()
+            .all(|row| {
+                let id = row["order_id"].as_str().unwrap();
+                let state = row[field].as_str().unwrap_or_default();
+                if self.confirmed.contains(id) {
+                    when_confirmed.contains(&state)
+                } else {
+                    when_cancelled.contains(&state)
+                }
+            })
+            .then_some(())
+    }
+}
+
 /// This test's broker and databases, with an Order Service process running.
 async fn stack_with_order_service() -> (Stack, ServiceProcess) {
     let stack = Stack::start().await;
@@ -70,8 +115,8 @@ async fn stack_with_order_service() -> (Stack, ServiceProcess) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_accepted_order_takes_effect_exactly_once_while_each_service_is_killed_and_restarted()
-{
+async fn every_accepted_order_ends_confirmed_or_cancelled_in_every_service_once_while_each_service_is_killed_and_restarted()
+ {
     let _alone = ALONE.lock().await;
     let (stack, mut order_service) = stack_with_order_service().await;
     let mut consumers: Vec<ServiceProcess> = Consumer::ALL
@@ -111,36 +156,88 @@ async fn every_accepted_order_takes_effect_exactly_once_while_each_service_is_ki
         accepted.len(),
         "every 201 names a new order"
     );
-    let stored: HashSet<String> = stack
-        .get_json(&order_service, format!("/orders?limit={MAX_ORDERS}"))
-        .await
-        .expect("GET /orders")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(id_of)
-        .collect();
+    // Every order ends: nothing is left pending.
+    let orders: Vec<Value> = eventually("every order to be decided", PATIENCE, || async {
+        let orders = stack
+            .get_json(&order_service, format!("/orders?limit={MAX_ORDERS}"))
+            .await?;
+        let orders = orders.as_array()?.clone();
+        orders
+            .iter()
+            .all(|order| order["status"] != "pending")
+            .then_some(orders)
+    })
+    .await;
+    let stored: HashSet<String> = orders.iter().map(id_of).collect();
     assert_eq!(
         stored, expected,
         "the Order Service stored each accepted order once, and no other"
+    );
+    let confirmed: HashSet<String> = orders
+        .iter()
+        .filter(|order| order["status"] == "confirmed")
+        .map(id_of)
+        .collect();
+    let cancelled = orders.len() - confirmed.len();
+    tracing::info!(confirmed = confirmed.len(), cancelled, "orders decided");
+    assert!(!confirmed.is_empty(), "most orders go through");
+    assert!(
+        cancelled > 0,
+        "every seventh order is declined, so compensation ran under the kills too"
     );
 
     let (inventory, payment, email, analytics) =
         (&consumers[0], &consumers[1], &consumers[2], &consumers[3]);
     let page = format!("?limit={MAX_ORDERS}");
-    lists_each_order_once(
-        &stack,
-        inventory,
-        &format!("/reservations{page}"),
-        &expected,
-    )
-    .await;
-    lists_each_order_once(&stack, payment, &format!("/payments{page}"), &expected).await;
-    lists_each_order_once(&stack, email, &format!("/emails{page}"), &expected).await;
 
-    // Stock went down once per order: by exactly what was ordered.
+    // Each service agrees with each decision, once the compensations have run.
+    let decided = Decided {
+        all: &expected,
+        confirmed: &confirmed,
+    };
+    let agreements = [
+        (
+            inventory,
+            "/reservations",
+            "status",
+            &["reserved"][..],
+            &["rejected", "released"][..],
+        ),
+        (
+            payment,
+            "/payments",
+            "status",
+            &["captured"],
+            &["declined", "voided"],
+        ),
+        (
+            email,
+            "/emails",
+            "kind",
+            &["confirmation"],
+            &["cancellation"],
+        ),
+    ];
+    for (instance, path, field, when_confirmed, when_cancelled) in agreements {
+        let path = format!("{path}?limit={MAX_ORDERS}");
+        eventually(
+            &format!("{} to agree with every decision", instance.name()),
+            PATIENCE,
+            || async {
+                let rows = stack.get_json(instance, &path).await?;
+                decided.agree(rows.as_array()?, field, when_confirmed, when_cancelled)
+            },
+        )
+        .await;
+    }
+
+    // Stock went down once per confirmed order, by exactly what it ordered, and came back
+    // for every cancelled one.
     let mut ordered: BTreeMap<String, i64> = BTreeMap::new();
-    for order in &accepted {
+    for order in accepted
+        .iter()
+        .filter(|order| confirmed.contains(&id_of(order)))
+    {
         for item in order["items"].as_array().unwrap() {
             *ordered
                 .entry(item["sku"].as_str().unwrap().to_owned())
@@ -162,39 +259,57 @@ async fn every_accepted_order_takes_effect_exactly_once_while_each_service_is_ki
         );
     }
 
-    // One charge per order, for its total; one mail file per order; one count per order.
-    let charged: i64 = stack
+    // Captured exactly the confirmed orders' totals; one mail file per order; one count each.
+    let captured: i64 = stack
         .get_json(payment, &format!("/payments{page}"))
         .await
         .unwrap()
         .as_array()
         .unwrap()
         .iter()
-        .map(|charge| charge["amount_cents"].as_i64().unwrap())
+        .filter(|payment| payment["status"] == "captured")
+        .map(|payment| payment["amount_cents"].as_i64().unwrap())
         .sum();
     let total: i64 = accepted
         .iter()
+        .filter(|order| confirmed.contains(&id_of(order)))
         .map(|order| order["total_cents"].as_i64().unwrap())
         .sum();
-    assert_eq!(charged, total, "charged exactly the order totals");
+    assert_eq!(
+        captured, total,
+        "captured exactly the confirmed orders' totals"
+    );
     let mail_files = std::fs::read_dir(stack.mail_dir.path())
         .unwrap()
         .filter(|entry| entry.as_ref().unwrap().path().extension() == Some("eml".as_ref()))
         .count();
-    assert_eq!(mail_files, accepted.len(), "one confirmation per order");
-    let stats = eventually("analytics to count every order", PATIENCE, || async {
+    assert_eq!(mail_files, accepted.len(), "one mail per order");
+    let stats = eventually("analytics to count every decision", PATIENCE, || async {
         let stats = stack.get_json(analytics, "/stats").await?;
-        (stats["orders"].as_u64()? >= accepted.len() as u64).then_some(stats)
+        let decided =
+            stats["orders"]["confirmed"].as_u64()? + stats["orders"]["cancelled"].as_u64()?;
+        (decided >= accepted.len() as u64).then_some(stats)
     })
     .await;
-    assert_eq!(stats["orders"], accepted.len(), "counted once each");
+    assert_eq!(
+        stats["orders"]["placed"],
+        accepted.len(),
+        "counted once each"
+    );
+    assert_eq!(stats["orders"]["confirmed"], confirmed.len());
+    assert_eq!(stats["orders"]["cancelled"], cancelled);
     assert_eq!(stats["revenue"][0]["revenue_cents"], total);
 
-    let dead_letter_topic = topics::dead_letter_topic(topics::ORDERS);
-    let parked = dead_letters::read_all(&stack.kafka(), &dead_letter_topic)
-        .await
-        .expect("the dead-letter topic is readable");
-    assert!(parked.is_empty(), "nothing was parked: {parked:?}");
+    for topic in topics::ALL {
+        let dead_letter_topic = topics::dead_letter_topic(topic);
+        let parked = dead_letters::read_all(&stack.kafka(), &dead_letter_topic)
+            .await
+            .expect("the dead-letter topic is readable");
+        assert!(
+            parked.is_empty(),
+            "nothing was parked on {dead_letter_topic}: {parked:?}"
+        );
+    }
     drop((order_service, consumers));
     stack.finish().await;
 }

@@ -1,5 +1,5 @@
 //! The e-commerce flow end to end: orders placed over HTTP reach every consumer group
-//! through a real broker, once each.
+//! through a real broker, once each, and each ends confirmed or cancelled in every service.
 
 use std::time::Duration;
 
@@ -52,21 +52,96 @@ async fn stock_of(stack: &Stack, inventory: &Running, sku: &str) -> i64 {
         .unwrap()
 }
 
+/// The Order Service and one instance of every consumer.
+struct Shop {
+    order: Running,
+    inventory: Running,
+    payment: Running,
+    email: Running,
+    analytics: Running,
+}
+
+impl Shop {
+    async fn start(stack: &Stack) -> Shop {
+        Shop {
+            order: stack.start_order_service().await,
+            inventory: stack
+                .start_consumer(Consumer::Inventory, "inventory-1")
+                .await,
+            payment: stack.start_consumer(Consumer::Payment, "payment-1").await,
+            email: stack.start_consumer(Consumer::Email, "email-1").await,
+            analytics: stack
+                .start_consumer(Consumer::Analytics, "analytics-1")
+                .await,
+        }
+    }
+
+    async fn stop(self) {
+        for service in [
+            self.order,
+            self.inventory,
+            self.payment,
+            self.email,
+            self.analytics,
+        ] {
+            service.stop().await;
+        }
+    }
+}
+
+/// Waits until the order is decided and its timeline holds `last`; returns the order.
+async fn ends(stack: &Stack, shop: &Shop, id: &str, status: &str, last: &str) -> Value {
+    let order = eventually(
+        &format!("order {id} to end {status} with {last} in its timeline"),
+        PATIENCE,
+        || async {
+            let order = stack.get_json(&shop.order, format!("/orders/{id}")).await?;
+            let steps = order["timeline"].as_array()?;
+            (order["status"] != "pending" && steps.iter().any(|s| s["event"] == last))
+                .then_some(order)
+        },
+    )
+    .await;
+    assert_eq!(order["status"], status, "{order:#}");
+    order
+}
+
+fn steps(order: &Value) -> Vec<&str> {
+    order["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["event"].as_str().unwrap())
+        .collect()
+}
+
+/// The one mail file of `id`: its mail record and text.
+async fn mail_of(stack: &Stack, shop: &Shop, id: &str) -> (Value, String) {
+    let mail = eventually("email to send its one mail", PATIENCE, || {
+        stack.get_json(&shop.email, format!("/emails/{id}"))
+    })
+    .await;
+    let eml = std::fs::read_to_string(stack.mail_dir.path().join(format!("{id}.eml")))
+        .expect("the .eml file");
+    (mail, eml)
+}
+
+async fn stats_when(stack: &Stack, shop: &Shop, done: impl Fn(&Value) -> bool) -> Value {
+    eventually("analytics to count the orders", PATIENCE, || async {
+        let stats = stack.get_json(&shop.analytics, "/stats").await?;
+        done(&stats).then_some(stats)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn placing_an_order_reaches_every_consumer_group_exactly_once() {
+async fn an_order_in_stock_ends_confirmed_with_stock_taken_payment_captured_one_confirmation_and_counted()
+ {
     let stack = Stack::start().await;
-    let order_service = stack.start_order_service().await;
-    let inventory = stack
-        .start_consumer(Consumer::Inventory, "inventory-1")
-        .await;
-    let payment = stack.start_consumer(Consumer::Payment, "payment-1").await;
-    let email = stack.start_consumer(Consumer::Email, "email-1").await;
-    let analytics = stack
-        .start_consumer(Consumer::Analytics, "analytics-1")
-        .await;
+    let shop = Shop::start(&stack).await;
 
     let placed = stack
-        .place_order(&order_service, &order_of(&[("KB-001", 2), ("CB-005", 3)]))
+        .place_order(&shop.order, &order_of(&[("KB-001", 2), ("CB-005", 3)]))
         .await;
     let id = placed["id"]
         .as_str()
@@ -77,111 +152,169 @@ async fn placing_an_order_reaches_every_consumer_group_exactly_once() {
         2 * 8_999 + 3 * 1_299,
         "priced from the catalog"
     );
+    assert_eq!(placed["status"], "pending", "answered before the saga ends");
+
+    let order = ends(&stack, &shop, &id, "confirmed", "payment_captured").await;
+    let mut saga = steps(&order);
+    saga[1..3].sort_unstable();
     assert_eq!(
-        stack
-            .get_json(&order_service, format!("/orders/{id}"))
-            .await,
-        Some(placed.clone())
+        saga,
+        [
+            "order_placed",
+            "payment_authorized",
+            "stock_reserved",
+            "order_confirmed",
+            "payment_captured"
+        ],
+        "the two answers come in either order"
     );
 
-    let reservation = eventually("inventory to reserve stock", PATIENCE, || {
-        stack.get_json(&inventory, format!("/reservations/{id}"))
-    })
-    .await;
+    let reservation = stack
+        .get_json(&shop.inventory, format!("/reservations/{id}"))
+        .await
+        .expect("a reservation");
     assert_eq!(reservation["status"], "reserved");
-    assert_eq!(stock_of(&stack, &inventory, "KB-001").await, 1_000 - 2);
-    assert_eq!(stock_of(&stack, &inventory, "CB-005").await, 5_000 - 3);
+    assert_eq!(stock_of(&stack, &shop.inventory, "KB-001").await, 1_000 - 2);
+    assert_eq!(stock_of(&stack, &shop.inventory, "CB-005").await, 5_000 - 3);
+    let payment = stack
+        .get_json(&shop.payment, format!("/payments/{id}"))
+        .await
+        .expect("a payment");
+    assert_eq!(payment["status"], "captured");
+    assert_eq!(payment["amount_cents"], placed["total_cents"]);
 
-    let charge = eventually("payment to charge", PATIENCE, || {
-        stack.get_json(&payment, format!("/payments/{id}"))
-    })
-    .await;
-    assert_eq!(charge["amount_cents"], placed["total_cents"]);
-
-    let mail = eventually("email to send", PATIENCE, || {
-        stack.get_json(&email, format!("/emails/{id}"))
-    })
-    .await;
+    let (mail, eml) = mail_of(&stack, &shop, &id).await;
     assert_eq!(mail["recipient"], "ada@example.com");
-    let eml = std::fs::read_to_string(stack.mail_dir.path().join(format!("{id}.eml")))
-        .expect("the .eml file");
+    assert_eq!(mail["kind"], "confirmation");
     assert!(
-        eml.contains("To: ada@example.com") && eml.contains("Total: 218.95 EUR"),
+        eml.contains("To: ada@example.com")
+            && eml.contains("is confirmed")
+            && eml.contains("Total: 218.95 EUR"),
         "{eml}"
     );
 
-    let stats = eventually("analytics to count the order", PATIENCE, || async {
-        let stats = stack.get_json(&analytics, "/stats").await?;
-        (stats["orders"] == 1).then_some(stats)
-    })
-    .await;
+    let stats = stats_when(&stack, &shop, |s| s["orders"]["confirmed"] == 1).await;
+    assert_eq!(stats["orders"]["placed"], 1);
+    assert_eq!(stats["orders"]["cancelled"], 0);
     assert_eq!(stats["revenue"][0]["revenue_cents"], placed["total_cents"]);
     assert_eq!(stats["top_items"][0]["sku"], "CB-005");
 
-    for service in [&inventory, &payment, &email, &analytics] {
+    // order_placed and order_confirmed, once each (email and analytics claim both too).
+    for service in [&shop.inventory, &shop.payment, &shop.email, &shop.analytics] {
         assert_eq!(
             stack.events_handled(service, "processed").await,
-            1,
-            "{} handled the event once",
+            2,
+            "{} handled each event once",
             service.name
         );
     }
-
-    for service in [order_service, inventory, payment, email, analytics] {
-        service.stop().await;
-    }
+    shop.stop().await;
     stack.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_order_the_stock_cannot_cover_is_recorded_as_rejected_and_stock_stays_whole() {
+async fn an_order_the_stock_cannot_cover_is_cancelled_with_stock_unchanged_nothing_captured_and_one_cancellation_mail()
+ {
     let stack = Stack::start().await;
-    let order_service = stack.start_order_service().await;
-    let inventory = stack
-        .start_consumer(Consumer::Inventory, "inventory-1")
-        .await;
+    let shop = Shop::start(&stack).await;
 
     // Three lamps in stock: the first order takes two, the second wants two more. Orders
     // travel on different partitions, so the test waits for the first before placing the second.
     let first = stack
-        .place_order(&order_service, &order_of(&[("LT-006", 2)]))
+        .place_order(&shop.order, &order_of(&[("LT-006", 2)]))
         .await;
-    let first = eventually("inventory to decide the first order", PATIENCE, || {
-        stack.get_json(
-            &inventory,
-            format!("/reservations/{}", first["id"].as_str().unwrap()),
-        )
-    })
-    .await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    ends(&stack, &shop, &first_id, "confirmed", "payment_captured").await;
     let second = stack
-        .place_order(&order_service, &order_of(&[("LT-006", 2), ("KB-001", 1)]))
+        .place_order(&shop.order, &order_of(&[("LT-006", 2), ("KB-001", 1)]))
         .await;
-    let rejected = eventually("inventory to decide the second order", PATIENCE, || {
-        stack.get_json(
-            &inventory,
-            format!("/reservations/{}", second["id"].as_str().unwrap()),
-        )
-    })
-    .await;
+    let id = second["id"].as_str().unwrap().to_owned();
 
-    assert_eq!(first["status"], "reserved");
-    assert_eq!(rejected["status"], "rejected");
+    let order = ends(&stack, &shop, &id, "cancelled", "payment_voided").await;
+    let reason = order["status_reason"].as_str().unwrap();
     assert!(
-        rejected["reason"]
-            .as_str()
-            .unwrap()
-            .contains("LT-006: 2 wanted, 1 available"),
-        "{rejected}"
+        reason.contains("LT-006: 2 wanted, 1 available"),
+        "{order:#}"
     );
-    assert_eq!(stock_of(&stack, &inventory, "LT-006").await, 1);
+    assert!(steps(&order).contains(&"stock_rejected"), "{order:#}");
+    assert!(!steps(&order).contains(&"order_confirmed"), "{order:#}");
+
+    assert_eq!(stock_of(&stack, &shop.inventory, "LT-006").await, 1);
     assert_eq!(
-        stock_of(&stack, &inventory, "KB-001").await,
+        stock_of(&stack, &shop.inventory, "KB-001").await,
         1_000,
         "a rejected order takes nothing"
     );
+    let payment = stack
+        .get_json(&shop.payment, format!("/payments/{id}"))
+        .await
+        .expect("a payment");
+    assert_eq!(
+        payment["status"], "voided",
+        "authorized, then voided: nothing captured"
+    );
 
-    order_service.stop().await;
-    inventory.stop().await;
+    let (mail, eml) = mail_of(&stack, &shop, &id).await;
+    assert_eq!(mail["kind"], "cancellation");
+    assert!(
+        eml.contains("is cancelled") && eml.contains("LT-006"),
+        "{eml}"
+    );
+    let stats = stats_when(&stack, &shop, |s| s["orders"]["cancelled"] == 1).await;
+    assert_eq!(stats["orders"]["confirmed"], 1);
+    assert_eq!(
+        stats["revenue"][0]["revenue_cents"], first["total_cents"],
+        "revenue counts the confirmed order only"
+    );
+
+    shop.stop().await;
+    stack.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declined_payment_cancels_the_order_and_its_reserved_stock_comes_back() {
+    let stack = Stack::start().await;
+    let shop = Shop::start(&stack).await;
+
+    // Five monitors: 1,245.00 EUR, over the sandbox card's 1,000.00 EUR limit.
+    let placed = stack
+        .place_order(&shop.order, &order_of(&[("MN-003", 5)]))
+        .await;
+    let id = placed["id"].as_str().unwrap().to_owned();
+
+    let order = ends(&stack, &shop, &id, "cancelled", "order_cancelled").await;
+    assert!(
+        order["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("card limit"),
+        "{order:#}"
+    );
+    let payment = stack
+        .get_json(&shop.payment, format!("/payments/{id}"))
+        .await
+        .expect("a payment");
+    assert_eq!(payment["status"], "declined");
+
+    // Inventory reserved the monitors (it reads order_placed before order_cancelled), and
+    // gives them back once the order is cancelled.
+    let order = ends(&stack, &shop, &id, "cancelled", "stock_released").await;
+    assert!(steps(&order).contains(&"stock_reserved"), "{order:#}");
+    assert!(!steps(&order).contains(&"order_confirmed"), "{order:#}");
+    let reservation = stack
+        .get_json(&shop.inventory, format!("/reservations/{id}"))
+        .await
+        .expect("a reservation");
+    assert_eq!(reservation["status"], "released", "{reservation}");
+    assert_eq!(stock_of(&stack, &shop.inventory, "MN-003").await, 500);
+
+    let (mail, eml) = mail_of(&stack, &shop, &id).await;
+    assert_eq!(mail["kind"], "cancellation");
+    assert!(eml.contains("card limit"), "{eml}");
+    let files = std::fs::read_dir(stack.mail_dir.path()).unwrap().count();
+    assert_eq!(files, 1, "one mail, the cancellation");
+
+    shop.stop().await;
     stack.finish().await;
 }
 
@@ -236,11 +369,21 @@ async fn two_instances_of_one_service_split_the_partitions_and_together_process_
 
     wait_for_count(&stack, &first, "/reservations", ORDERS).await;
     wait_for_count(&stack, &payment, "/payments", ORDERS).await;
-    let by_first = stack.events_handled(&first, "processed").await;
-    let by_second = stack.events_handled(&second, "processed").await;
+    // Each order's order_placed and order_confirmed.
+    let events = 2 * ORDERS as u64;
+    let (by_first, by_second) = eventually(
+        "the instances to handle every order's two events",
+        PATIENCE,
+        || async {
+            let by_first = stack.events_handled(&first, "processed").await;
+            let by_second = stack.events_handled(&second, "processed").await;
+            (by_first + by_second >= events).then_some((by_first, by_second))
+        },
+    )
+    .await;
     assert_eq!(
         by_first + by_second,
-        ORDERS as u64,
+        events,
         "every event handled by exactly one instance"
     );
     assert!(
@@ -249,7 +392,7 @@ async fn two_instances_of_one_service_split_the_partitions_and_together_process_
     );
     assert_eq!(
         stack.events_handled(&payment, "processed").await,
-        ORDERS as u64,
+        events,
         "the other group saw every event"
     );
     assert_eq!(
@@ -268,6 +411,11 @@ async fn a_consumer_that_was_down_while_orders_were_placed_processes_all_of_them
  {
     let stack = Stack::start().await;
     let order_service = stack.start_order_service().await;
+    // The saga decides each order; email mails the decision.
+    let inventory = stack
+        .start_consumer(Consumer::Inventory, "inventory-1")
+        .await;
+    let payment = stack.start_consumer(Consumer::Payment, "payment-1").await;
     let email = stack.start_consumer(Consumer::Email, "email-1").await;
     stack
         .place_order(&order_service, &order_of(&[("HS-004", 1)]))
@@ -285,12 +433,13 @@ async fn a_consumer_that_was_down_while_orders_were_placed_processes_all_of_them
     wait_for_count(&stack, &email, "/emails", 6).await;
     assert_eq!(
         stack.events_handled(&email, "processed").await,
-        5,
-        "it resumed after its committed offset"
+        10,
+        "it resumed after its committed offset: five orders, placed and confirmed"
     );
 
-    order_service.stop().await;
-    email.stop().await;
+    for service in [order_service, inventory, payment, email] {
+        service.stop().await;
+    }
     stack.finish().await;
 }
 
@@ -318,7 +467,7 @@ async fn a_new_consumer_group_started_later_replays_the_topic_from_the_beginning
                 .ok()?
                 .json::<Value>()
                 .await
-                .ok()?["orders"]
+                .ok()?["orders"]["placed"]
                 .as_i64()
         }
     };
@@ -375,7 +524,7 @@ async fn an_order_placed_while_the_broker_is_down_is_published_once_the_broker_r
     stack.broker.restart().await;
 
     let charge = eventually(
-        "the order placed during the outage to be charged",
+        "the order placed during the outage to be authorized",
         PATIENCE,
         || stack.get_json(&payment, format!("/payments/{id}")),
     )
