@@ -129,6 +129,7 @@ start_service() {
   HTTP_ADDR=127.0.0.1:${http_port[$service]} \
   INSTANCE_ID=${service%-service}-bench \
   MAIL_DIR=$work/mail \
+  INVENTORY_INITIAL_STOCK=100000000 \
     start "$service" "target/$profile/$service"
 }
 

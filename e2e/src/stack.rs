@@ -164,7 +164,10 @@ impl Stack {
         configure(&mut settings);
         let name = format!("{}[{instance}]", settings.name);
         match consumer {
-            Consumer::Inventory => spawn_consumer(name, inventory_service::build(settings).await),
+            Consumer::Inventory => spawn_consumer(
+                name,
+                inventory_service::build(inventory_service::Settings::for_test(settings)).await,
+            ),
             Consumer::Payment => spawn_consumer(
                 name,
                 payment_service::build(payment_service::Settings::for_test(settings)).await,

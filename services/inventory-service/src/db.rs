@@ -32,13 +32,13 @@ pub struct ReservedItem {
 }
 
 /// Stocks every catalog product the first time the service starts.
-pub async fn seed_stock(pool: &PgPool) -> sqlx::Result<()> {
+pub async fn seed_stock(pool: &PgPool, units: Option<i32>) -> sqlx::Result<()> {
     for product in catalog::PRODUCTS {
         sqlx::query(
             "INSERT INTO stock (sku, available) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING",
         )
         .bind(product.sku)
-        .bind(product.initial_stock)
+        .bind(units.unwrap_or(product.initial_stock))
         .execute(pool)
         .await?;
     }

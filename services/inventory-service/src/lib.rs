@@ -14,21 +14,20 @@ pub mod db;
 pub mod handler;
 pub mod routes;
 
-pub use config::IDENTITY;
+pub use config::{Config, IDENTITY, Settings};
 pub use handler::ReserveStock;
 
 use shared_events::app::ConsumerApp;
-use shared_events::config::ServiceSettings;
 use shared_events::kafka::RetryPolicy;
 
 pub type Application = ConsumerApp<ReserveStock>;
 
-pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
-    let pool = shared_events::db::connect(&settings, &db::MIGRATOR).await?;
-    db::seed_stock(&pool).await?;
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    let pool = shared_events::db::connect(&settings.service, &db::MIGRATOR).await?;
+    db::seed_stock(&pool, settings.initial_stock).await?;
     let routes = routes::router(pool.clone());
     ConsumerApp::build(
-        &settings,
+        &settings.service,
         pool.clone(),
         ReserveStock,
         routes,

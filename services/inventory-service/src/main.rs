@@ -1,10 +1,11 @@
-use shared_events::config::ServiceSettings;
+use clap::Parser;
+use inventory_service::Config;
 use shared_events::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = ServiceSettings::from_env(inventory_service::IDENTITY);
-    telemetry::init(settings.log_format);
-    let app = inventory_service::build(settings).await?;
+    let config = Config::parse();
+    telemetry::init(config.common.log_format);
+    let app = inventory_service::build(config.into_settings()).await?;
     app.run_until_stopped(telemetry::shutdown_on_signal()).await
 }

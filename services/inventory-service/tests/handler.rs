@@ -48,7 +48,7 @@ async fn apply(pool: &PgPool, events: &[Envelope<Event>]) -> Result<usize, Handl
 }
 
 async fn seeded(pool: &PgPool) {
-    db::seed_stock(pool).await.unwrap();
+    db::seed_stock(pool, None).await.unwrap();
 }
 
 async fn available(pool: &PgPool, sku: &str) -> i32 {
