@@ -130,6 +130,7 @@ start_service() {
   INSTANCE_ID=${service%-service}-bench \
   MAIL_DIR=$work/mail \
   INVENTORY_INITIAL_STOCK=100000000 \
+  SAGA_TIMEOUT_SECS=86400 \
     start "$service" "target/$profile/$service"
 }
 

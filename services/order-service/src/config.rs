@@ -18,8 +18,10 @@ pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
     /// How long an order may wait for Inventory's and Payment's answers before it is
-    /// cancelled (and whatever was reserved or authorized for it is undone).
-    #[arg(long, env = "SAGA_TIMEOUT_SECS", default_value_t = 120)]
+    /// cancelled (and whatever was reserved or authorized for it is undone). Longer than a
+    /// deploy or a short outage of a consumer, which orders should survive; a card
+    /// authorization outlives it by days.
+    #[arg(long, env = "SAGA_TIMEOUT_SECS", default_value_t = 900)]
     pub saga_timeout_secs: u64,
 }
 
@@ -43,7 +45,7 @@ impl Settings {
     pub fn for_test(service: ServiceSettings) -> Self {
         Settings {
             service,
-            saga_timeout: Duration::from_secs(120),
+            saga_timeout: Duration::from_secs(900),
         }
     }
 }
