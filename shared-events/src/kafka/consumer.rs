@@ -96,9 +96,10 @@ impl<H: Handler> EventConsumer<H> {
                 "heartbeat.interval.ms",
                 (session_ms / 3).max(100).to_string(),
             )
-            // Prefetch at most 8 MiB (librdkafka's default is 64 MiB): tens of thousands of
-            // events, plenty to keep batches full, within the service's memory budget.
-            .set("queued.max.messages.kbytes", "8192")
+            // Prefetch at most 4 MiB (librdkafka's default is 64 MiB): about ten thousand
+            // events, plenty to keep batches full, within the service's 50 MB budget (8 MiB
+            // drained no faster and took the Order Service to 59 MB; docs/benchmarks.md).
+            .set("queued.max.messages.kbytes", "4096")
             .create_with_context(context)
             .context("invalid Kafka consumer configuration")?;
         Ok(EventConsumer {
