@@ -54,32 +54,54 @@ for service in "${services[@]}"; do build+=(-p "$service"); done
 mkdir -p "$data_dir/tansu" "$data_dir/mail"
 data_dir=$(cd "$data_dir" && pwd)
 pids=()
+
+# True while the process runs (an exited child stays a zombie until it is waited for).
+running() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $state != Z* ]]
+}
+
+all_alive() {
+  local pid
+  for pid in "${pids[@]}"; do running "$pid" || return 1; done
+}
+
+# SIGTERM to each of the given processes, SIGKILL to those still running after $1 seconds.
+terminate() {
+  local grace=$1 pid deadline
+  shift
+  kill -TERM "$@" 2>/dev/null || true
+  deadline=$((SECONDS + grace))
+  for pid in "$@"; do
+    while running "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+  done
+  for pid in "$@"; do
+    running "$pid" && { echo "pid $pid did not stop within ${grace}s: SIGKILL" >&2; kill -KILL "$pid" 2>/dev/null; }
+  done
+  return 0
+}
+
 stop_all() {
-  trap - INT TERM EXIT
+  trap - EXIT
+  # A second Ctrl-C does not wait: everything, broker included, is killed at once.
+  trap 'echo "stopping now (SIGKILL)" >&2; kill -KILL "${pids[@]}" 2>/dev/null; exit 130' INT TERM
   say "stopping (SIGTERM: each service finishes the event in hand, commits and leaves its group)"
-  # Services first, so they can commit their offsets; the broker last.
-  if [ ${#pids[@]} -gt 1 ]; then
-    kill -TERM "${pids[@]:1}" 2>/dev/null || true
-    wait "${pids[@]:1}" 2>/dev/null || true
-  fi
-  kill -TERM "${pids[0]}" 2>/dev/null || true
+  # Services first, so they can commit their offsets while the broker is still there.
+  if [ ${#pids[@]} -gt 1 ]; then terminate 15 "${pids[@]:1}"; fi
+  if [ ${#pids[@]} -gt 0 ]; then terminate 10 "${pids[0]}"; fi
   wait 2>/dev/null || true
+  say "stopped"
 }
 trap stop_all INT TERM EXIT
 
-# True while every process started so far runs (an exited child stays a zombie until waited).
-all_alive() {
-  local pid state
-  for pid in "${pids[@]}"; do
-    state=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
-    [[ $state != Z* ]] || return 1
-  done
-}
-
-# Prefixes every line with the process's name, in a colour of its own.
+# Prefixes every line with the process's name, in a colour of its own. Ctrl-C reaches the
+# whole foreground process group; the labelling must outlive it, to show the services'
+# shutdown and so that they never write to a pipe nobody reads.
 colours=(36 33 32 35 34 31 96 93 92 95)
 label() {
   local name=$1 colour=${colours[$2 % ${#colours[@]}]}
+  trap '' INT
   sed -u "s/^/$(printf '\033[%sm%-20s\033[0m' "$colour" "$name") /"
 }
 

@@ -13,7 +13,13 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A log line that cannot be written (the terminal or the pipe reading the logs is gone)
+    // is dropped. By default tracing-subscriber reports it on stderr, and printing to a
+    // stderr that is gone too panics: a service that lost its terminal could then panic in
+    // the middle of shutting down, and hang instead of stopping.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder
@@ -30,15 +36,17 @@ pub fn shutdown_on_signal() -> CancellationToken {
     tokio::spawn({
         let token = token.clone();
         async move {
-            shutdown_signal().await;
+            let signal = shutdown_signal().await;
+            // Cancelled before anything else can go wrong, logging included.
             token.cancel();
+            tracing::info!("{signal} received, shutting down");
         }
     });
     token
 }
 
-/// Resolves on SIGINT or SIGTERM, whichever comes first.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM, whichever comes first, with its name.
+async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         tokio::signal::ctrl_c()
             .await
@@ -54,7 +62,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+        () = ctrl_c => "SIGINT",
+        () = terminate => "SIGTERM",
     }
 }
