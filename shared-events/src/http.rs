@@ -101,6 +101,35 @@ impl From<sqlx::Error> for Problem {
 /// What read endpoints return: JSON, or a problem.
 pub type ApiResult<T> = Result<Json<T>, Problem>;
 
+/// `axum::extract::Query`, refusing a query string that does not parse (`?limit=abc`,
+/// `?limit=`) with a 400 problem naming the parameter, like every other client error, instead
+/// of axum's plain-text rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "Invalid query string",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
 /// Parses an id from a path, refusing anything that is not a UUID with 400.
 pub fn parse_id(raw: &str) -> Result<Uuid, Problem> {
     raw.parse().map_err(|_| {
@@ -256,6 +285,52 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_query_string_that_does_not_parse_is_a_400_problem_naming_the_parameter() {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[allow(dead_code)]
+            limit: Option<i64>,
+        }
+        let app = Router::new().route("/items", get(|Query(_): Query<Page>| async { "ok" }));
+        for query in ["?limit=abc", "?limit=", "?limit=1.5"] {
+            let response = app
+                .clone()
+                .oneshot(
+                    axum::http::Request::get(format!("/items{query}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/problem+json",
+                "{query}"
+            );
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let problem: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(problem["type"], "/problems/invalid-query");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("limit"),
+                "{query}: {problem}"
+            );
+        }
+        let fine = app
+            .oneshot(
+                axum::http::Request::get("/items?limit=5")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(fine.status(), StatusCode::OK);
+    }
 
     #[tokio::test]
     async fn a_request_past_the_in_flight_limit_is_turned_away_at_once_with_retry_after() {

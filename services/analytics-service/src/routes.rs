@@ -1,8 +1,8 @@
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use shared_events::http::ApiResult;
+use shared_events::http::{ApiResult, Query};
 use sqlx::PgPool;
 
 use crate::db::{self, Stats};

@@ -1,8 +1,8 @@
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use shared_events::http::{ApiResult, Problem, parse_id};
+use shared_events::http::{ApiResult, Problem, Query, parse_id};
 use sqlx::PgPool;
 
 use crate::db::{self, Reservation, StockLevel};

@@ -513,3 +513,20 @@ async fn addresses_the_mailer_cannot_deliver_to_are_a_422_and_tagged_addresses_a
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["customer_email"], "ada+tag@example.com");
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_list_query_that_does_not_parse_is_a_400_problem_not_plain_text(pool: PgPool) {
+    let app = app(&pool).await;
+    for query in ["limit=abc", "limit=", "limit=9999999999999999999999"] {
+        let (status, content_type, body) = send(
+            &app,
+            Request::get(format!("/orders?{query}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+        assert_eq!(body["type"], "/problems/invalid-query", "{query}: {body}");
+    }
+}
