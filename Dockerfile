@@ -32,8 +32,9 @@ ARG SERVICE
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin shop \
-    && install -d -o shop -g shop /app
+    && groupadd --system --gid 10001 shop \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin shop \
+    && install -d -o 10001 -g 10001 /app
 COPY --from=builder /out/${SERVICE} /usr/local/bin/${SERVICE}
 # Exec-form ENTRYPOINT cannot expand a build argument, so a fixed link points at the binary:
 # it runs as PID 1 and receives SIGTERM directly for a graceful shutdown.
@@ -46,6 +47,7 @@ ENV SERVICE=${SERVICE} \
 # Relative paths the services default to (the email-service's .data/mail without SMTP_URL)
 # land in a directory the service user may write.
 WORKDIR /app
-USER shop:shop
+# Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/service"]

@@ -194,6 +194,36 @@ fn the_dockerfile_builds_and_runs_the_binary_named_by_the_service_arg() {
 }
 
 #[test]
+fn the_image_runs_as_a_numeric_non_root_user_so_run_as_non_root_can_check_it() {
+    let dockerfile = std::fs::read_to_string(DOCKERFILE).expect("reading the Dockerfile");
+    let user = dockerfile
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("USER "))
+        .last()
+        .expect("the Dockerfile sets USER");
+    let (uid, gid) = user.trim().split_once(':').unwrap_or((user.trim(), ""));
+    let uid: u32 = uid
+        .parse()
+        .unwrap_or_else(|_| panic!("USER {user}: the uid must be a number"));
+    assert!(uid != 0, "USER {user}: not root");
+    assert!(
+        gid.is_empty() || gid.parse::<u32>().is_ok_and(|gid| gid != 0),
+        "USER {user}: a numeric, non-root group"
+    );
+}
+
+#[test]
+fn every_broker_caps_its_heap_and_so_does_kafka_ui() {
+    let doc = compose();
+    for broker in ["kafka-1", "kafka-2", "kafka-3"] {
+        let heap = env_var(broker, service(&doc, broker), "KAFKA_HEAP_OPTS");
+        assert!(heap.contains("-Xmx"), "{broker} caps its heap: {heap}");
+    }
+    let ui = env_var("kafka-ui", service(&doc, "kafka-ui"), "JAVA_OPTS");
+    assert!(ui.contains("-Xmx"), "kafka-ui caps its heap: {ui}");
+}
+
+#[test]
 fn every_service_publishes_its_design_port_and_sets_http_addr_to_it() {
     let doc = compose();
     for (name, port, _) in SERVICES {
