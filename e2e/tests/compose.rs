@@ -199,7 +199,7 @@ fn the_image_runs_as_a_numeric_non_root_user_so_run_as_non_root_can_check_it() {
     let user = dockerfile
         .lines()
         .filter_map(|line| line.trim().strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("the Dockerfile sets USER");
     let (uid, gid) = user.trim().split_once(':').unwrap_or((user.trim(), ""));
     let uid: u32 = uid
