@@ -17,6 +17,8 @@ pub mod kafka;
 pub mod metrics;
 pub mod outbox;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod topics;
 
 pub use envelope::{DecodeError, Envelope, Event, EventMeta};

@@ -4,7 +4,8 @@
 use analytics_service::CountOrders;
 use analytics_service::db::{self, MIGRATOR, OrderCounts, Stats};
 use serde_json::{Value, json};
-use shared_events::kafka::{Handler, HandlerError};
+use shared_events::kafka::HandlerError;
+use shared_events::testing;
 use shared_events::{Envelope, Event};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -12,27 +13,14 @@ use uuid::Uuid;
 /// An event of type `event_type` about `order_id`, from its golden file, with a new event id.
 /// The golden order: 1 x KB-001 at 89.99 and 3 x CB-005 at 12.99, 128.96 EUR in all.
 fn event(event_type: &str, order_id: Uuid) -> Envelope<Event> {
-    let path = format!(
-        "{}/../../shared-events/tests/golden/{event_type}.v1.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    value["event_id"] = json!(Uuid::new_v4());
-    value["occurred_at"] = json!(chrono::Utc::now());
-    value["order_id"] = json!(order_id);
-    value["data"]["order_id"] = json!(order_id);
-    Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap()
+    testing::golden_event(event_type, order_id, |_| {})
 }
 
 const GOLDEN_TOTAL: i64 = 12_896;
 
 /// Applies `events` in one transaction, as the consumer would; returns the repeats.
 async fn apply(pool: &PgPool, events: &[Envelope<Event>]) -> Result<usize, HandlerError> {
-    let mut tx = pool.begin().await.unwrap();
-    let refs: Vec<&Envelope<Event>> = events.iter().collect();
-    let applied = CountOrders.apply(&mut tx, &refs).await?;
-    tx.commit().await.unwrap();
-    Ok(applied.repeated_orders)
+    testing::apply(&CountOrders, pool, events).await
 }
 
 async fn stats(pool: &PgPool) -> Stats {

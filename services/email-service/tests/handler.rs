@@ -5,7 +5,8 @@ use email_service::NotifyCustomer;
 use email_service::db::MIGRATOR;
 use email_service::mailer::Mailer;
 use serde_json::{Value, json};
-use shared_events::kafka::{Handler, HandlerError};
+use shared_events::kafka::HandlerError;
+use shared_events::testing;
 use shared_events::{Envelope, Event};
 use sqlx::PgPool;
 use tempfile::TempDir;
@@ -17,16 +18,7 @@ fn event(event_type: &str, order_id: Uuid) -> Envelope<Event> {
 }
 
 fn event_with(event_type: &str, order_id: Uuid, tweak: impl FnOnce(&mut Value)) -> Envelope<Event> {
-    let path = format!(
-        "{}/../../shared-events/tests/golden/{event_type}.v1.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    value["event_id"] = json!(Uuid::new_v4());
-    value["order_id"] = json!(order_id);
-    value["data"]["order_id"] = json!(order_id);
-    tweak(&mut value);
-    Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap()
+    testing::golden_event(event_type, order_id, tweak)
 }
 
 /// The handler, mailing into its own temporary directory.
@@ -51,11 +43,7 @@ impl Mailroom {
         pool: &PgPool,
         events: &[Envelope<Event>],
     ) -> Result<usize, HandlerError> {
-        let mut tx = pool.begin().await.unwrap();
-        let refs: Vec<&Envelope<Event>> = events.iter().collect();
-        let applied = self.handler.apply(&mut tx, &refs).await?;
-        tx.commit().await.unwrap();
-        Ok(applied.repeated_orders)
+        testing::apply(&self.handler, pool, events).await
     }
 
     /// The names of the files in the mail directory, sorted.

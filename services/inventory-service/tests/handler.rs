@@ -5,7 +5,8 @@ use inventory_service::ReserveStock;
 use inventory_service::db::{self, MIGRATOR};
 use inventory_service::handler::CANCELLED_BEFORE_PLACED;
 use serde_json::{Value, json};
-use shared_events::kafka::{Handler, HandlerError};
+use shared_events::kafka::HandlerError;
+use shared_events::testing;
 use shared_events::{Envelope, Event};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -13,24 +14,17 @@ use uuid::Uuid;
 /// An event of type `event_type` about `order_id`, from its golden file, with a new event id;
 /// `items` (sku, quantity) replace the golden order's lines, the total following.
 fn event(event_type: &str, order_id: Uuid, items: &[(&str, i32)]) -> Envelope<Event> {
-    let path = format!(
-        "{}/../../shared-events/tests/golden/{event_type}.v1.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    value["event_id"] = json!(Uuid::new_v4());
-    value["order_id"] = json!(order_id);
-    value["data"]["order_id"] = json!(order_id);
-    if !items.is_empty() {
-        let lines: Vec<Value> = items
-            .iter()
-            .map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity, "unit_price_cents": 100}))
-            .collect();
-        let total: i32 = items.iter().map(|(_, quantity)| quantity * 100).sum();
-        value["data"]["items"] = json!(lines);
-        value["data"]["total_cents"] = json!(total);
-    }
-    Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap()
+    testing::golden_event(event_type, order_id, |value| {
+        if !items.is_empty() {
+            let lines: Vec<Value> = items
+                .iter()
+                .map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity, "unit_price_cents": 100}))
+                .collect();
+            let total: i32 = items.iter().map(|(_, quantity)| quantity * 100).sum();
+            value["data"]["items"] = json!(lines);
+            value["data"]["total_cents"] = json!(total);
+        }
+    })
 }
 
 /// The golden order (1 KB-001, 3 CB-005) placed, cancelled or confirmed.
@@ -40,11 +34,7 @@ fn golden(event_type: &str, order_id: Uuid) -> Envelope<Event> {
 
 /// Applies `events` in one transaction, as the consumer would; returns the repeats.
 async fn apply(pool: &PgPool, events: &[Envelope<Event>]) -> Result<usize, HandlerError> {
-    let mut tx = pool.begin().await.unwrap();
-    let refs: Vec<&Envelope<Event>> = events.iter().collect();
-    let applied = ReserveStock.apply(&mut tx, &refs).await?;
-    tx.commit().await.unwrap();
-    Ok(applied.repeated_orders)
+    testing::apply(&ReserveStock, pool, events).await
 }
 
 async fn seeded(pool: &PgPool) {
@@ -67,19 +57,7 @@ async fn reservation(pool: &PgPool, order_id: Uuid) -> db::Reservation {
 
 /// Every answer in the outbox: (topic, key, event type, data), in order.
 async fn answers(pool: &PgPool) -> Vec<(String, String, String, Value)> {
-    let rows: Vec<(String, String, String, Vec<u8>)> =
-        sqlx::query_as("SELECT topic, message_key, event_type, payload FROM outbox ORDER BY id")
-            .fetch_all(pool)
-            .await
-            .unwrap();
-    rows.into_iter()
-        .map(|(topic, key, event_type, payload)| {
-            let envelope: Value = serde_json::from_slice(&payload).unwrap();
-            assert_eq!(envelope["event_type"], event_type.as_str());
-            assert_eq!(envelope["order_id"], key.as_str());
-            (topic, key, event_type, envelope["data"].clone())
-        })
-        .collect()
+    testing::outbox(pool).await
 }
 
 async fn answer_types(pool: &PgPool) -> Vec<String> {

@@ -6,7 +6,8 @@ use payment_service::db::{self, MIGRATOR, Status};
 use payment_service::handler::CANCELLED_BEFORE_PLACED;
 use payment_service::{AuthorizePayment, DEFAULT_CARD_LIMIT_CENTS};
 use serde_json::{Value, json};
-use shared_events::kafka::{Handler, HandlerError};
+use shared_events::kafka::HandlerError;
+use shared_events::testing;
 use shared_events::{Envelope, Event};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -19,20 +20,13 @@ fn golden(event_type: &str, order_id: Uuid) -> Envelope<Event> {
 
 /// Like [`golden`], but for `monitors` 27-inch monitors (249.00 EUR each) instead, if any.
 fn sized(event_type: &str, order_id: Uuid, monitors: i64) -> Envelope<Event> {
-    let path = format!(
-        "{}/../../shared-events/tests/golden/{event_type}.v1.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    value["event_id"] = json!(Uuid::new_v4());
-    value["order_id"] = json!(order_id);
-    value["data"]["order_id"] = json!(order_id);
-    if monitors > 0 {
-        value["data"]["items"] =
-            json!([{"sku": "MN-003", "quantity": monitors, "unit_price_cents": 24_900}]);
-        value["data"]["total_cents"] = json!(monitors * 24_900);
-    }
-    Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap()
+    testing::golden_event(event_type, order_id, |value| {
+        if monitors > 0 {
+            value["data"]["items"] =
+                json!([{"sku": "MN-003", "quantity": monitors, "unit_price_cents": 24_900}]);
+            value["data"]["total_cents"] = json!(monitors * 24_900);
+        }
+    })
 }
 
 fn handler() -> AuthorizePayment {
@@ -43,11 +37,7 @@ fn handler() -> AuthorizePayment {
 
 /// Applies `events` in one transaction, as the consumer would; returns the repeats.
 async fn apply(pool: &PgPool, events: &[Envelope<Event>]) -> Result<usize, HandlerError> {
-    let mut tx = pool.begin().await.unwrap();
-    let refs: Vec<&Envelope<Event>> = events.iter().collect();
-    let applied = handler().apply(&mut tx, &refs).await?;
-    tx.commit().await.unwrap();
-    Ok(applied.repeated_orders)
+    testing::apply(&handler(), pool, events).await
 }
 
 async fn payment(pool: &PgPool, order_id: Uuid) -> db::Payment {
@@ -65,19 +55,7 @@ async fn payment_count(pool: &PgPool) -> i64 {
 
 /// Every answer in the outbox: (topic, key, event type, data), in order.
 async fn answers(pool: &PgPool) -> Vec<(String, String, String, Value)> {
-    let rows: Vec<(String, String, String, Vec<u8>)> =
-        sqlx::query_as("SELECT topic, message_key, event_type, payload FROM outbox ORDER BY id")
-            .fetch_all(pool)
-            .await
-            .unwrap();
-    rows.into_iter()
-        .map(|(topic, key, event_type, payload)| {
-            let envelope: Value = serde_json::from_slice(&payload).unwrap();
-            assert_eq!(envelope["event_type"], event_type.as_str());
-            assert_eq!(envelope["order_id"], key.as_str());
-            (topic, key, event_type, envelope["data"].clone())
-        })
-        .collect()
+    testing::outbox(pool).await
 }
 
 async fn answer_types(pool: &PgPool) -> Vec<String> {

@@ -1,0 +1,64 @@
+//! Test support for a service's [`Handler`]: golden events with fresh ids, applied the way
+//! the consumer applies them, and what the handler left in its outbox. Enabled by the
+//! `testing` feature, for dev-dependencies only.
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::envelope::{Envelope, Event};
+use crate::kafka::{Handler, HandlerError};
+
+/// The golden `event_type` event (tests/golden) about `order_id`, with a new event id and
+/// `occurred_at` now; `tweak` may change the JSON before it is decoded.
+pub fn golden_event(
+    event_type: &str,
+    order_id: Uuid,
+    tweak: impl FnOnce(&mut Value),
+) -> Envelope<Event> {
+    let path = format!(
+        "{}/tests/golden/{event_type}.v1.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
+    let mut value: Value = serde_json::from_str(&text).expect("golden files are JSON");
+    value["event_id"] = json!(Uuid::new_v4());
+    value["occurred_at"] = json!(chrono::Utc::now());
+    value["order_id"] = json!(order_id);
+    value["data"]["order_id"] = json!(order_id);
+    tweak(&mut value);
+    let bytes = serde_json::to_vec(&value).expect("JSON serialises");
+    Envelope::decode(Some(&bytes)).unwrap_or_else(|err| panic!("{event_type}: {err}"))
+}
+
+/// Applies `events` in one committed transaction, as the consumer does with a batch of new
+/// events; returns the repeats the handler counted.
+pub async fn apply<H: Handler>(
+    handler: &H,
+    pool: &PgPool,
+    events: &[Envelope<Event>],
+) -> Result<usize, HandlerError> {
+    let mut tx = pool.begin().await.expect("a transaction");
+    let refs: Vec<&Envelope<Event>> = events.iter().collect();
+    let applied = handler.apply(&mut tx, &refs).await?;
+    tx.commit().await.expect("the transaction commits");
+    Ok(applied.repeated_orders)
+}
+
+/// Every event in the service's outbox, in order: (topic, key, event type, data). Checks
+/// that each row's envelope agrees with its columns.
+pub async fn outbox(pool: &PgPool) -> Vec<(String, String, String, Value)> {
+    let rows: Vec<(String, String, String, Vec<u8>)> =
+        sqlx::query_as("SELECT topic, message_key, event_type, payload FROM outbox ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("reading the outbox");
+    rows.into_iter()
+        .map(|(topic, key, event_type, payload)| {
+            let envelope: Value = serde_json::from_slice(&payload).expect("an outbox payload");
+            assert_eq!(envelope["event_type"], event_type.as_str());
+            assert_eq!(envelope["order_id"], key.as_str());
+            (topic, key, event_type, envelope["data"].clone())
+        })
+        .collect()
+}
