@@ -17,12 +17,8 @@ pub struct Product {
     pub currency: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderItem {
-    pub sku: String,
-    pub quantity: i32,
-    pub unit_price_cents: i64,
-}
+/// A priced line of an order, stored and published alike.
+pub type OrderItem = shared_events::OrderLine;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct Order {

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use shared_events::catalog::money;
 use shared_events::kafka::{Applied, Handler, HandlerError};
 use shared_events::outbox::{self, OutboxMessage};
-use shared_events::{Envelope, Event, OrderCancelled, OrderConfirmed, OrderLine, topics};
+use shared_events::{Envelope, Event, OrderCancelled, OrderConfirmed, topics};
 use sqlx::{FromRow, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -202,15 +202,7 @@ fn decide(order: &SagaOrder, timed_out: Option<&str>) -> Option<Decision> {
         order.stock.as_deref() == Some("rejected") || order.payment.as_deref() == Some("declined");
     let agreed = order.stock.as_deref() == Some("reserved")
         && order.payment.as_deref() == Some("authorized");
-    let items: Vec<OrderLine> = order
-        .items
-        .iter()
-        .map(|item| OrderLine {
-            sku: item.sku.clone(),
-            quantity: item.quantity,
-            unit_price_cents: item.unit_price_cents,
-        })
-        .collect();
+    let items = order.items.clone();
     let now = Utc::now();
     if agreed && timed_out.is_none() {
         let event = Envelope::new(

@@ -10,7 +10,7 @@ use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use shared_events::http::Query;
 use shared_events::outbox::OutboxMessage;
-use shared_events::{Envelope, OrderLine, OrderPlaced, catalog};
+use shared_events::{Envelope, OrderPlaced, catalog};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -121,15 +121,7 @@ fn outbox_event(order: &Order) -> OutboxMessage {
             order_id: order.id,
             customer_id: order.customer_id.clone(),
             customer_email: order.customer_email.clone(),
-            items: order
-                .items
-                .iter()
-                .map(|item| OrderLine {
-                    sku: item.sku.clone(),
-                    quantity: item.quantity,
-                    unit_price_cents: item.unit_price_cents,
-                })
-                .collect(),
+            items: order.items.clone(),
             total_cents: order.total_cents,
             currency: order.currency.clone(),
         },
