@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::Utc;
-use shared_events::kafka::{Applied, Handler, HandlerError};
+use shared_events::kafka::{self, Applied, Handler, HandlerError, OrderBatch};
 use shared_events::outbox::{self, OutboxMessage};
 use shared_events::{
     Envelope, Event, OrderCancelled, OrderPlaced, StockRejected, StockReleased, StockReserved,
@@ -36,13 +36,22 @@ impl Handler for ReserveStock {
         tx: &mut PgConnection,
         events: &[&Envelope<Event>],
     ) -> Result<Applied, HandlerError> {
-        let batch = Batch::of(events);
+        let batch = OrderBatch::of(events);
+        // A confirmed order keeps its stock: only cancellations concern this service.
+        let cancellations: Vec<(Uuid, &OrderCancelled)> = batch
+            .decisions
+            .iter()
+            .filter_map(|(event_id, decision)| match decision {
+                kafka::Decision::Cancelled(order) => Some((*event_id, *order)),
+                kafka::Decision::Confirmed(_) => None,
+            })
+            .collect();
         let mut replies = Vec::new();
         // Every stock row the batch may touch, locked once in SKU order, so that concurrent
         // batches for overlapping SKUs cannot deadlock.
-        let mut stock = lock_stock(tx, batch.skus()).await?;
+        let mut stock = lock_stock(tx, skus(&batch.placements, &cancellations)).await?;
         let placed_repeats = place(tx, &batch.placements, &mut stock, &mut replies).await?;
-        let cancelled_repeats = cancel(tx, &batch.cancellations, &mut replies).await?;
+        let cancelled_repeats = cancel(tx, &cancellations, &mut replies).await?;
         outbox::enqueue(tx, &replies).await?;
         Ok(Applied {
             repeated_orders: batch.late_placements + placed_repeats + cancelled_repeats,
@@ -50,51 +59,19 @@ impl Handler for ReserveStock {
     }
 }
 
-/// A batch's events this service acts on, by type, each list in partition order.
-struct Batch<'a> {
-    placements: Vec<(Uuid, &'a OrderPlaced)>,
-    cancellations: Vec<(Uuid, &'a OrderCancelled)>,
-    /// Placements that came after their order's cancellation in this batch: one by one, the
-    /// cancellation would have decided the order first, so they are repeats.
-    late_placements: usize,
-}
-
-impl<'a> Batch<'a> {
-    fn of(events: &[&'a Envelope<Event>]) -> Self {
-        let mut batch = Batch {
-            placements: Vec::new(),
-            cancellations: Vec::new(),
-            late_placements: 0,
-        };
-        let mut cancelled = HashSet::new();
-        for event in events {
-            match &event.data {
-                Event::OrderPlaced(order) if cancelled.contains(&order.order_id) => {
-                    batch.late_placements += 1;
-                }
-                Event::OrderPlaced(order) => batch.placements.push((event.meta.event_id, order)),
-                Event::OrderCancelled(order) => {
-                    cancelled.insert(order.order_id);
-                    batch.cancellations.push((event.meta.event_id, order));
-                }
-                // A confirmed order keeps its stock; replies of other services are not ours.
-                _ => {}
-            }
-        }
-        batch
-    }
-
-    /// Every SKU the batch's orders name, sorted.
-    fn skus(&self) -> Vec<&'a str> {
-        let placed = self.placements.iter().flat_map(|(_, o)| &o.items);
-        let cancelled = self.cancellations.iter().flat_map(|(_, o)| &o.items);
-        placed
-            .chain(cancelled)
-            .map(|line| line.sku.as_str())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect()
-    }
+/// Every SKU the batch's orders name, sorted.
+fn skus<'a>(
+    placements: &[(Uuid, &'a OrderPlaced)],
+    cancellations: &[(Uuid, &'a OrderCancelled)],
+) -> Vec<&'a str> {
+    let placed = placements.iter().flat_map(|(_, o)| &o.items);
+    let cancelled = cancellations.iter().flat_map(|(_, o)| &o.items);
+    placed
+        .chain(cancelled)
+        .map(|line| line.sku.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// Decides every order placed for the first time; returns how many placements were repeats.

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::anyhow;
 use chrono::Utc;
 use shared_events::catalog::money;
-use shared_events::kafka::{Applied, Handler, HandlerError};
+use shared_events::kafka::{Applied, Decision, Handler, HandlerError, OrderBatch};
 use shared_events::outbox::{self, OutboxMessage};
 use shared_events::{
     Envelope, Event, OrderPlaced, PaymentAuthorized, PaymentCaptured, PaymentDeclined,
@@ -58,10 +58,15 @@ impl Handler for AuthorizePayment {
         tx: &mut PgConnection,
         events: &[&Envelope<Event>],
     ) -> Result<Applied, HandlerError> {
-        let batch = Batch::of(events);
+        let batch = OrderBatch::of(events);
+        let settlements: Vec<Settlement<'_>> = batch
+            .decisions
+            .iter()
+            .map(|(event_id, decision)| Settlement::of(*event_id, decision))
+            .collect();
         let mut replies = Vec::new();
         let placed_repeats = self.authorize(tx, &batch.placements, &mut replies).await?;
-        let settled_repeats = settle(tx, &batch.settlements, &mut replies).await?;
+        let settled_repeats = settle(tx, &settlements, &mut replies).await?;
         outbox::enqueue(tx, &replies).await?;
         Ok(Applied {
             repeated_orders: batch.late_placements + placed_repeats + settled_repeats,
@@ -69,16 +74,7 @@ impl Handler for AuthorizePayment {
     }
 }
 
-/// A batch's events this service acts on, each list in partition order.
-struct Batch<'a> {
-    placements: Vec<(Uuid, &'a OrderPlaced)>,
-    /// `order_confirmed` and `order_cancelled`.
-    settlements: Vec<Settlement<'a>>,
-    /// Placements that came after their order's decision in this batch: one by one, the
-    /// decision would have come first, so they are repeats.
-    late_placements: usize,
-}
-
+/// An order's decision, as capturing or voiding its payment needs it.
 struct Settlement<'a> {
     event_id: Uuid,
     order_id: Uuid,
@@ -89,48 +85,28 @@ struct Settlement<'a> {
     currency: &'a str,
 }
 
-impl<'a> Batch<'a> {
-    fn of(events: &[&'a Envelope<Event>]) -> Self {
-        let mut batch = Batch {
-            placements: Vec::new(),
-            settlements: Vec::new(),
-            late_placements: 0,
-        };
-        let mut decided = HashSet::new();
-        for event in events {
-            let event_id = event.meta.event_id;
-            match &event.data {
-                Event::OrderPlaced(order) if decided.contains(&order.order_id) => {
-                    batch.late_placements += 1;
-                }
-                Event::OrderPlaced(order) => batch.placements.push((event_id, order)),
-                Event::OrderConfirmed(order) => {
-                    decided.insert(order.order_id);
-                    batch.settlements.push(Settlement {
-                        event_id,
-                        order_id: order.order_id,
-                        cancelled: None,
-                        customer_id: &order.customer_id,
-                        total_cents: order.total_cents,
-                        currency: &order.currency,
-                    });
-                }
-                Event::OrderCancelled(order) => {
-                    decided.insert(order.order_id);
-                    batch.settlements.push(Settlement {
-                        event_id,
-                        order_id: order.order_id,
-                        cancelled: Some(&order.reason),
-                        customer_id: &order.customer_id,
-                        total_cents: order.total_cents,
-                        currency: &order.currency,
-                    });
-                }
-                // Replies of other services are not ours.
-                _ => {}
+impl<'a> Settlement<'a> {
+    fn of(event_id: Uuid, decision: &Decision<'a>) -> Self {
+        let (order_id, cancelled, customer_id, total_cents, currency) = match *decision {
+            Decision::Confirmed(o) => {
+                (o.order_id, None, &o.customer_id, o.total_cents, &o.currency)
             }
+            Decision::Cancelled(o) => (
+                o.order_id,
+                Some(o.reason.as_str()),
+                &o.customer_id,
+                o.total_cents,
+                &o.currency,
+            ),
+        };
+        Settlement {
+            event_id,
+            order_id,
+            cancelled,
+            customer_id,
+            total_cents,
+            currency,
         }
-        batch
     }
 }
 

@@ -5,8 +5,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::envelope::{Envelope, Event};
+use crate::events::{OrderCancelled, OrderConfirmed, OrderPlaced};
 
 /// What a consumer service does with the events it receives.
 ///
@@ -77,6 +79,54 @@ impl From<sqlx::Error> for HandlerError {
             }
             _ => HandlerError::Transient(err.into()),
         }
+    }
+}
+
+/// A batch of `orders` events split the way a saga participant applies them set-wise: every
+/// placement first, then every decision, each list in partition order (event id first).
+///
+/// That gives the same result as one event at a time because an order's decision always
+/// follows its placement, with one exception this split takes care of: a placement that comes
+/// after its own order's decision in the batch (a parked placement replayed late) would, one
+/// by one, find the order already decided. It is left out and counted in `late_placements`,
+/// for the handler to report as repeats. Events of other types are left out.
+#[derive(Debug, Default)]
+pub struct OrderBatch<'a> {
+    pub placements: Vec<(Uuid, &'a OrderPlaced)>,
+    pub decisions: Vec<(Uuid, Decision<'a>)>,
+    pub late_placements: usize,
+}
+
+/// How the Order Service decided an order.
+#[derive(Debug, Clone, Copy)]
+pub enum Decision<'a> {
+    Confirmed(&'a OrderConfirmed),
+    Cancelled(&'a OrderCancelled),
+}
+
+impl<'a> OrderBatch<'a> {
+    pub fn of(events: &[&'a Envelope<Event>]) -> Self {
+        let mut batch = OrderBatch::default();
+        let mut decided = std::collections::HashSet::new();
+        for event in events {
+            let event_id = event.meta.event_id;
+            let decision = match &event.data {
+                Event::OrderPlaced(order) if decided.contains(&order.order_id) => {
+                    batch.late_placements += 1;
+                    continue;
+                }
+                Event::OrderPlaced(order) => {
+                    batch.placements.push((event_id, order));
+                    continue;
+                }
+                Event::OrderConfirmed(order) => Decision::Confirmed(order),
+                Event::OrderCancelled(order) => Decision::Cancelled(order),
+                _ => continue,
+            };
+            decided.insert(event.meta.order_id);
+            batch.decisions.push((event_id, decision));
+        }
+        batch
     }
 }
 

@@ -11,7 +11,7 @@ mod producer;
 pub use admin::ensure_topics;
 pub use assignment::{AssignedPartition, Assignment, AssignmentSnapshot};
 pub use consumer::{EventConsumer, dead_letter};
-pub use handler::{Applied, Handler, HandlerError, RetryPolicy};
+pub use handler::{Applied, Decision, Handler, HandlerError, OrderBatch, RetryPolicy};
 pub use producer::{EventProducer, OutgoingRecord};
 
 use rdkafka::ClientConfig;
