@@ -4,7 +4,7 @@ use sqlx::{FromRow, PgPool};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// `GET /stats`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stats {
     pub orders: OrderCounts,
     /// Per currency, from confirmed orders only.
@@ -17,14 +17,14 @@ pub struct Stats {
 
 /// Orders counted as placed, and as each end of the saga. An order placed but not yet
 /// decided is in `placed` only.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderCounts {
     pub placed: i64,
     pub confirmed: i64,
     pub cancelled: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow, utoipa::ToSchema)]
 pub struct Revenue {
     pub currency: String,
     /// Confirmed orders in this currency.
@@ -32,7 +32,7 @@ pub struct Revenue {
     pub revenue_cents: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow, utoipa::ToSchema)]
 pub struct ItemSales {
     pub sku: String,
     pub quantity: i64,

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct StockLevel {
     pub sku: String,
     pub available: i32,
@@ -14,10 +14,13 @@ pub struct StockLevel {
 
 /// One order's decision: `reserved`, `rejected` (with the shortfall), or `released` once the
 /// order was cancelled (with why; a tombstone has no items).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Reservation {
     pub order_id: Uuid,
+    /// `reserved`, `rejected` or `released`.
+    #[schema(examples("reserved", "rejected", "released"))]
     pub status: String,
+    /// Why it was rejected (the shortfall) or released.
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -25,7 +28,7 @@ pub struct Reservation {
     pub items: Vec<ReservedItem>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ReservedItem {
     pub sku: String,
     pub quantity: i32,

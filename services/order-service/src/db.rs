@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Product {
     pub sku: String,
     pub name: String,
@@ -20,7 +20,7 @@ pub struct Product {
 /// A priced line of an order, stored and published alike.
 pub type OrderItem = shared_events::OrderLine;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Order {
     pub id: Uuid,
     pub customer_id: String,
@@ -39,7 +39,9 @@ pub struct Order {
 }
 
 /// Where an order is in its saga: waiting for Inventory and Payment, or decided for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -59,7 +61,7 @@ impl Status {
 }
 
 /// One step of an order's saga, as `GET /orders/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Step {
     pub at: DateTime<Utc>,
     pub event: String,

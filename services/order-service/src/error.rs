@@ -28,7 +28,7 @@ pub enum ApiError {
 }
 
 /// One reason a request was refused, pointing at the offending field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -1,4 +1,4 @@
-//! The Order Service's HTTP API.
+//! The Order Service's HTTP API, and its OpenAPI document at `/openapi.json` and `/docs`.
 
 mod orders;
 mod products;
@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use prometheus_client::metrics::counter::Counter;
+use shared_events::openapi;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use orders::{NewOrder, NewOrderItem};
 
@@ -26,10 +29,38 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/orders", get(orders::list).post(orders::place))
-        .route("/orders/{id}", get(orders::get))
-        .route("/products", get(products::list))
+    let (routes, spec) = api().split_for_parts();
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+        .merge(openapi::routes(openapi::document(spec)))
+}
+
+/// The OpenAPI document `/openapi.json` serves.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    openapi::document(api().into_openapi())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Order Service",
+        description = "Takes orders and tells how each ended. An order is stored with its \
+                       `order_placed` event and answered `pending`; Inventory and Payment \
+                       answer, and the order becomes `confirmed` or `cancelled`: poll \
+                       `GET /orders/{id}` for the outcome and its timeline."
+    ),
+    tags(
+        (name = orders::TAG, description = "Placing orders and following their saga"),
+        (name = products::TAG, description = "The catalog orders are priced from")
+    )
+)]
+struct ApiDoc;
+
+/// Every documented operation, routed: the document cannot list a route that is not there.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(orders::list, orders::place))
+        .routes(routes!(orders::get))
+        .routes(routes!(products::list))
 }

@@ -8,10 +8,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use shared_events::http::Query;
+use shared_events::http::{Problem, Query};
+use shared_events::openapi::PROBLEM_JSON;
 use shared_events::outbox::OutboxMessage;
 use shared_events::{Envelope, OrderPlaced, catalog};
 use sqlx::PgConnection;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
@@ -19,21 +21,40 @@ use crate::db::{self, Order, OrderItem, Status, Step};
 use crate::error::{ApiError, FieldError};
 use crate::idempotency::{self, Claim};
 
+pub const TAG: &str = "orders";
+
 /// What a client sends: who is buying what. Prices come from the catalog, never from here.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
+    /// 1 to 254 characters, no control characters.
     pub customer_id: String,
+    /// Where the confirmation or cancellation is mailed.
+    #[schema(format = Email)]
     pub customer_email: String,
+    /// 1 to 100 lines, each SKU at most once.
     pub items: Vec<NewOrderItem>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrderItem {
+    /// A SKU from `GET /products`.
     pub sku: String,
-    /// Wider than stored so that an absurd number gets a clear range error, not a type error.
+    // Wider than stored so that an absurd number gets a clear range error, not a type error.
+    /// 1 to 1,000.
     pub quantity: i64,
+}
+
+// For the document only: what a 422 carries.
+/// A 422 problem. An order that breaks validation rules (`/problems/invalid-order`) names each
+/// broken rule and its field in `errors`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InvalidOrderProblem {
+    #[serde(flatten)]
+    problem: Problem,
+    errors: Option<Vec<FieldError>>,
 }
 
 const MAX_ITEMS: usize = 100;
@@ -43,6 +64,60 @@ const MAX_TEXT: usize = 254;
 /// `POST /orders`: stores the order and its `order_placed` event, answers 201 with the order
 /// `pending`; `GET /orders/{id}` shows how its saga ends. With an `Idempotency-Key`, a retry
 /// of the same request answers with the same order.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = TAG,
+    operation_id = "place_order",
+    summary = "Places an order",
+    description = "Stores the order, priced from the catalog, and answers `pending` at once; \
+                   `GET /orders/{id}` shows how its saga ends. With an `Idempotency-Key`, a \
+                   retry of the same request answers with the same order.",
+    params((
+        "Idempotency-Key" = Option<String>, Header,
+        description = "Makes retries safe: 1 to 255 visible ASCII characters, new for each \
+                       order"
+    )),
+    request_body(
+        content = NewOrder,
+        example = json!({
+            "customer_id": "cust-1",
+            "customer_email": "ada@example.com",
+            "items": [{"sku": "KB-001", "quantity": 1}, {"sku": "MS-002", "quantity": 2}]
+        })
+    ),
+    responses(
+        (status = 201, description = "Placed: the order, `pending`. For a retry with the same \
+                                      Idempotency-Key: the order placed first, as it is now",
+         body = Order,
+         headers(
+             ("Location" = String, description = "The order: /orders/{id}"),
+             ("Idempotent-Replayed" = bool,
+              description = "`true` when a retry was answered with the original order")
+         )),
+        (status = 400, description = "The body is not JSON, or the Idempotency-Key is \
+                                      malformed", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A request with this Idempotency-Key is still being \
+                                      handled: retry shortly", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is larger than 16 KiB", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not application/json", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 422, description = "The order is invalid (every broken rule is listed), \
+                                      its JSON does not match the schema, or the \
+                                      Idempotency-Key was used for a different order",
+         body = InvalidOrderProblem, content_type = PROBLEM_JSON,
+         example = json!({
+             "type": "/problems/invalid-order",
+             "title": "Invalid order",
+             "status": 422,
+             "detail": "items[0].quantity: must be between 1 and 1000, got 0",
+             "errors": [{"field": "items[0].quantity",
+                         "message": "must be between 1 and 1000, got 0"}]
+         })),
+    )
+)]
 pub async fn place(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -147,7 +222,7 @@ fn created(order: Order, replayed: bool) -> Response {
 }
 
 /// An order with the story of its saga.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderWithTimeline {
     #[serde(flatten)]
     pub order: Order,
@@ -157,6 +232,22 @@ pub struct OrderWithTimeline {
 }
 
 /// `GET /orders/{id}`: the order, its status and its timeline.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = TAG,
+    operation_id = "get_order",
+    summary = "The order, its status and its timeline",
+    params(("id" = Uuid, Path, description = "The order's id, from its `Location`")),
+    responses(
+        (status = 200, description = "The order and every step of its saga so far",
+         body = OrderWithTimeline),
+        (status = 400, description = "The id is not a UUID", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 404, description = "No such order", body = Problem,
+         content_type = PROBLEM_JSON),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -171,12 +262,27 @@ pub async fn get(
     Ok(Json(OrderWithTimeline { order, timeline }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// How many, newest first: default 50, clamped to 1..=500.
     limit: Option<i64>,
 }
 
 /// `GET /orders?limit=N`: the most recent orders, newest first.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = TAG,
+    operation_id = "list_orders",
+    summary = "The most recent orders, newest first",
+    params(ListParams),
+    responses(
+        (status = 200, description = "Orders, newest first", body = Vec<Order>),
+        (status = 400, description = "The query string does not parse", body = Problem,
+         content_type = PROBLEM_JSON),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,

@@ -1,0 +1,17 @@
+//! The OpenAPI document and the router agree: every operation `/openapi.json` lists is
+//! routed and answers as documented, and `/docs` needs nothing from outside.
+
+use payment_service::db::MIGRATOR;
+use payment_service::routes;
+use shared_events::openapi::testing;
+use sqlx::PgPool;
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn every_operation_in_the_spec_is_routed_and_answers_as_documented(pool: PgPool) {
+    testing::assert_router_serves_its_spec(routes::router(pool.clone()), pool).await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_docs_page_loads_only_assets_the_service_serves(pool: PgPool) {
+    testing::assert_docs_load_only_local_assets(routes::router(pool)).await;
+}
