@@ -33,6 +33,9 @@ fi
 TANSU_BIN=$(scripts/install-tansu.sh)
 export TANSU_BIN
 
+# The dashboard's test drives a real headless Chromium.
+scripts/install-browser.sh
+
 say "cargo build --workspace --bins"
 # The crash tests (e2e/tests/crashes.rs) run these binaries as separate processes; built up
 # front, the build is not counted against a test's time-out.

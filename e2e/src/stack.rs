@@ -147,6 +147,21 @@ impl Stack {
         })
     }
 
+    /// Starts the dashboard, placing its orders on `order_service`.
+    pub async fn start_dashboard(&self, order_service: &impl Service) -> Running {
+        let settings = dashboard::Settings::for_test(
+            &self.broker.bootstrap_servers(),
+            order_service.url("").trim_end_matches('/'),
+            "dashboard-1",
+        );
+        let app = dashboard::Dashboard::build(settings)
+            .await
+            .expect("the dashboard failed to start");
+        Running::spawn("dashboard".to_owned(), app.port(), |stop| {
+            app.run_until_stopped(stop)
+        })
+    }
+
     /// Starts one instance of a consumer service in its default group.
     pub async fn start_consumer(&self, consumer: Consumer, instance: &str) -> Running {
         self.start_consumer_with(consumer, instance, |_| {}).await
@@ -345,7 +360,8 @@ fn consumer_events(metrics: &str, outcome: &str) -> Option<u64> {
     })
 }
 
-fn spawn_consumer<H: Handler>(name: String, app: anyhow::Result<ConsumerApp<H>>) -> Running {
+/// Runs a consumer app built by the test itself (a handler of its own, say).
+pub fn spawn_consumer<H: Handler>(name: String, app: anyhow::Result<ConsumerApp<H>>) -> Running {
     let app = app.unwrap_or_else(|err| panic!("{name} failed to start: {err:#}"));
     Running::spawn(name, app.port(), |stop| app.run_until_stopped(stop))
 }

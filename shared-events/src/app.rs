@@ -1,6 +1,6 @@
 //! The application every consumer service is: an [`EventConsumer`], the [`OutboxRelay`] that
-//! publishes its replies, and an HTTP server for its read endpoints and the operational ones,
-//! started and stopped together.
+//! publishes its replies, its [`Presence`] heartbeat, and an HTTP server for its read
+//! endpoints and the operational ones, started and stopped together.
 
 use std::sync::Arc;
 
@@ -12,16 +12,19 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceSettings;
+use crate::health::Liveness;
 use crate::http::{self, ConsumerInfo, OpsState};
 use crate::kafka::{self, EventConsumer, Handler, RetryPolicy};
-use crate::metrics::ConsumerMetrics;
+use crate::metrics::{ConsumerMetrics, HttpMetrics};
 use crate::outbox::{OutboxRelay, RelayMetrics};
+use crate::presence::Presence;
 
 pub struct ConsumerApp<H> {
     listener: TcpListener,
     router: Router,
     consumer: EventConsumer<H>,
     relay: OutboxRelay,
+    presence: Presence,
 }
 
 impl<H: Handler> ConsumerApp<H> {
@@ -34,6 +37,7 @@ impl<H: Handler> ConsumerApp<H> {
         routes: Router,
         retry: RetryPolicy,
     ) -> anyhow::Result<Self> {
+        settings.validate().map_err(anyhow::Error::msg)?;
         kafka::ensure_topics(&settings.kafka).await?;
         let mut registry = Registry::with_prefix(settings.name.replace('-', "_"));
         let metrics = ConsumerMetrics::register(&mut registry);
@@ -44,24 +48,39 @@ impl<H: Handler> ConsumerApp<H> {
             shed.clone(),
         );
         let relay_metrics = RelayMetrics::register(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let liveness = Liveness::new(settings.stuck_after);
+        let producer =
+            kafka::EventProducer::connect(&settings.kafka, settings.message_timeout).await?;
         let outbox_wake = Arc::new(Notify::new());
         let relay = OutboxRelay {
             pool: pool.clone(),
-            producer: kafka::EventProducer::connect(&settings.kafka, settings.message_timeout)
-                .await?,
+            producer: producer.clone(),
             wake: outbox_wake.clone(),
             poll_interval: settings.outbox_poll_interval,
-            metrics: relay_metrics,
+            metrics: relay_metrics.clone(),
+            beat: Some(liveness.register("relay")),
         };
         let consumer = EventConsumer::connect(
             &settings.kafka,
             pool.clone(),
             handler,
             retry,
-            metrics,
+            metrics.clone(),
             outbox_wake,
         )
-        .await?;
+        .await?
+        .with_liveness(liveness.register("consumer"));
+        let presence = Presence {
+            producer: producer.clone(),
+            service: settings.name,
+            group: settings.kafka.group_id.clone(),
+            instance_id: settings.instance_id.clone(),
+            topics: H::TOPICS,
+            assignment: consumer.assignment(),
+            metrics,
+            handled: consumer.recently_handled(),
+        };
         let ops = OpsState {
             pool,
             registry: Arc::new(registry),
@@ -70,17 +89,22 @@ impl<H: Handler> ConsumerApp<H> {
                 instance_id: settings.instance_id.clone(),
                 assignment: consumer.assignment(),
             }),
+            kafka: producer,
+            liveness,
+            outbox: relay_metrics,
         };
         let listener = http::bind(settings.http_addr).await?;
         tracing::info!(service = settings.name, addr = %listener.local_addr()?, "listening");
+        let api = http::limit_in_flight(routes, settings.http_max_in_flight, shed);
         Ok(ConsumerApp {
             listener,
-            router: http::with_problem_fallbacks(
-                http::limit_in_flight(routes, settings.http_max_in_flight, shed)
-                    .merge(http::ops_router(ops)),
+            router: http::observe(
+                http::with_problem_fallbacks(api.merge(http::ops_router(ops))),
+                http_metrics,
             ),
             consumer,
             relay,
+            presence,
         })
     }
 
@@ -92,7 +116,8 @@ impl<H: Handler> ConsumerApp<H> {
     }
 
     /// Runs until `shutdown` is cancelled or any part fails; a failure stops the others.
-    /// The relay stops last, so replies to the events handled before shutdown still go out.
+    /// The relay stops last, so replies to the events handled before shutdown still go out;
+    /// the heartbeat says `stopping` once the consumer has left its group.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stop = shutdown.child_token();
         let relay_stop = CancellationToken::new();
@@ -102,13 +127,14 @@ impl<H: Handler> ConsumerApp<H> {
             relay_stop.cancel();
             result
         };
+        let presence = self.presence.run(relay_stop.clone());
         let relay = async {
             let result = self.relay.run(relay_stop.clone()).await;
             stop.cancel();
             result
         };
-        let (server, consumer, relay) = tokio::join!(server, consumer, relay);
-        server.and(consumer).and(relay)
+        let (server, consumer, presence, relay) = tokio::join!(server, consumer, presence, relay);
+        server.and(consumer).and(presence).and(relay)
     }
 }
 

@@ -68,6 +68,11 @@ pub struct CommonArgs {
     /// a message that times out makes librdkafka bump the idempotent producer's epoch.
     #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 120_000)]
     pub kafka_message_timeout_ms: u64,
+    /// How long the consumer may spend on one batch, or the relay on one publish, before
+    /// `/healthz` fails. Must be longer than KAFKA_MESSAGE_TIMEOUT_MS, which a publish may
+    /// legitimately take while the broker is away.
+    #[arg(long, env = "HEALTH_STUCK_AFTER_SECS", default_value_t = 300)]
+    pub health_stuck_after_secs: u64,
     /// How long to wait for Kafka and PostgreSQL at start-up before giving up.
     #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub startup_timeout_secs: u64,
@@ -99,6 +104,8 @@ pub struct ServiceSettings {
     pub outbox_poll_interval: Duration,
     /// How long the relay's producer retries one event (`delivery.timeout.ms`).
     pub message_timeout: Duration,
+    /// How long a loop may stay busy before `/healthz` fails.
+    pub stuck_after: Duration,
     pub kafka: KafkaSettings,
     pub log_format: LogFormat,
 }
@@ -109,9 +116,30 @@ impl ServiceSettings {
     pub fn from_env(identity: ServiceIdentity) -> Self {
         use clap::{Args, Command, FromArgMatches};
         let command = CommonArgs::augment_args(Command::new(identity.name));
-        let args =
-            CommonArgs::from_arg_matches(&command.get_matches()).unwrap_or_else(|err| err.exit());
-        ServiceSettings::from_args(identity, args)
+        let mut command = command;
+        let args = CommonArgs::from_arg_matches(&command.get_matches_mut())
+            .unwrap_or_else(|err| err.exit());
+        let settings = ServiceSettings::from_args(identity, args);
+        if let Err(problem) = settings.validate() {
+            command
+                .error(clap::error::ErrorKind::ArgumentConflict, problem)
+                .exit();
+        }
+        settings
+    }
+
+    /// Refuses combinations that cannot work, naming the variables.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stuck_after <= self.message_timeout {
+            return Err(format!(
+                "HEALTH_STUCK_AFTER_SECS ({}) must be longer than KAFKA_MESSAGE_TIMEOUT_MS \
+                 ({} ms): a publish may take that long while the broker is away, and the \
+                 service would be restarted for waiting",
+                self.stuck_after.as_secs(),
+                self.message_timeout.as_millis()
+            ));
+        }
+        Ok(())
     }
 
     pub fn from_args(identity: ServiceIdentity, args: CommonArgs) -> Self {
@@ -135,6 +163,7 @@ impl ServiceSettings {
             http_max_in_flight: args.http_max_in_flight,
             outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
             message_timeout: Duration::from_millis(args.kafka_message_timeout_ms),
+            stuck_after: Duration::from_secs(args.health_stuck_after_secs),
             kafka: KafkaSettings {
                 bootstrap_servers: args.kafka_bootstrap_servers,
                 group_id: args
@@ -173,6 +202,7 @@ impl ServiceSettings {
                 http_max_in_flight: 64,
                 outbox_poll_interval_ms: 200,
                 kafka_message_timeout_ms: 60_000,
+                health_stuck_after_secs: 300,
                 startup_timeout_secs: 30,
                 log_format: LogFormat::Text,
             },

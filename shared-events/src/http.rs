@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
-use crate::kafka::Assignment;
+use crate::health::Liveness;
+use crate::kafka::{Assignment, EventProducer};
+use crate::metrics::HttpMetrics;
+use crate::outbox::RelayMetrics;
 
 /// An RFC 9457 problem detail, sent as `application/problem+json`.
 #[derive(Debug, Clone)]
@@ -206,6 +209,12 @@ pub struct OpsState {
     pub pool: PgPool,
     pub registry: Arc<Registry>,
     pub consumer: Option<ConsumerInfo>,
+    /// Asked by `/readyz` whether a broker answers.
+    pub kafka: EventProducer,
+    /// Asked by `/healthz` whether a loop is stuck.
+    pub liveness: Liveness,
+    /// Its backlog is measured when `/metrics` is scraped.
+    pub outbox: RelayMetrics,
 }
 
 #[derive(Clone)]
@@ -215,34 +224,83 @@ pub struct ConsumerInfo {
     pub assignment: Assignment,
 }
 
-/// `/healthz` (the process is up), `/readyz` (its database answers), `/metrics`
+/// `/healthz` (no loop is stuck), `/readyz` (Kafka and the database answer), `/metrics`
 /// (Prometheus text) and, for consumers, `/assignment` (the partitions this instance holds).
 pub fn ops_router(state: OpsState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/assignment", get(assignment))
         .with_state(state)
 }
 
+/// How long `/readyz` waits for each of Kafka and the database: well inside the few seconds
+/// a probe is given.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Fails while a loop has been busy past the bound: the process is alive but not working,
+/// and a restart is what would help.
+async fn healthz(State(state): State<OpsState>) -> Result<&'static str, Problem> {
+    let stuck = state.liveness.stuck();
+    if stuck.is_empty() {
+        return Ok("ok");
+    }
+    let detail = stuck
+        .iter()
+        .map(|s| format!("the {} loop has been busy for {:.0?}", s.name, s.busy_for))
+        .collect::<Vec<_>>()
+        .join("; ");
+    tracing::error!(%detail, bound = ?state.liveness.bound(), "liveness check failed");
+    Err(Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stuck",
+        "Stuck",
+        format!("{detail}, past the bound of {:?}", state.liveness.bound()),
+    ))
+}
+
+/// Fails while Kafka or the database does not answer: the service can take no work then,
+/// and traffic should go elsewhere until it can. Both are asked at once.
 async fn readyz(State(state): State<OpsState>) -> Result<&'static str, Problem> {
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
-        .await
-        .map_err(|err| {
-            tracing::warn!(error = %err, "readiness check: database unreachable");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not-ready",
-                "Not ready",
-                "the database is unreachable",
-            )
-        })?;
-    Ok("ready")
+    let database = async {
+        match tokio::time::timeout(READY_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool))
+            .await
+        {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(format!("the database is unreachable: {err}")),
+            Err(_) => Some(format!(
+                "the database did not answer within {READY_TIMEOUT:?}"
+            )),
+        }
+    };
+    let kafka = async {
+        state
+            .kafka
+            .check_reachable(READY_TIMEOUT)
+            .await
+            .err()
+            .map(|err| format!("Kafka is unreachable: {err:#}"))
+    };
+    let (database, kafka) = tokio::join!(database, kafka);
+    let failures: Vec<String> = database.into_iter().chain(kafka).collect();
+    if failures.is_empty() {
+        return Ok("ready");
+    }
+    let detail = failures.join("; ");
+    tracing::warn!(%detail, "readiness check failed");
+    Err(Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+        "Not ready",
+        detail,
+    ))
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    if let Err(err) = state.outbox.measure_backlog(&state.pool).await {
+        tracing::warn!(error = %err, "cannot measure the outbox backlog; reporting the last value");
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -257,6 +315,30 @@ async fn assignment(State(state): State<OpsState>) -> Result<Response, Problem> 
         .consumer
         .ok_or_else(|| Problem::not_found("a consumer in this service"))?;
     Ok(Json(info.assignment.snapshot(&info.group, &info.instance_id)).into_response())
+}
+
+/// Counts and times every request `router` answers in `metrics`, labelled with the matched
+/// route pattern (`/orders/{id}`), or `unmatched` for a request no route took.
+pub fn observe(router: Router, metrics: HttpMetrics) -> Router {
+    router.layer(middleware::from_fn(move |request: Request, next: Next| {
+        let metrics = metrics.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let method = request.method().clone();
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|path| path.as_str().to_owned());
+            let response = next.run(request).await;
+            metrics.observe(
+                method.as_str(),
+                route.as_deref().unwrap_or("unmatched"),
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+            response
+        }
+    }))
 }
 
 /// Serves `router` until `shutdown` is cancelled, then lets requests in flight finish.

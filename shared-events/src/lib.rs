@@ -12,10 +12,13 @@ pub mod db;
 pub mod email;
 pub mod envelope;
 pub mod events;
+pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod openapi;
 pub mod outbox;
+pub mod presence;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -7,6 +7,7 @@ use chrono::Utc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -20,10 +21,19 @@ struct OutcomeLabels {
 /// What the consumer loop can do with an event.
 const OUTCOMES: [&str; 4] = ["processed", "duplicate", "retried", "dead_lettered"];
 
+/// One partition of one topic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
 /// What the consumer loop did with each event, and how long handling took.
 #[derive(Clone)]
 pub struct ConsumerMetrics {
     events: Family<OutcomeLabels, Counter>,
+    /// Events on each held partition not yet handled, from librdkafka's statistics.
+    pub(crate) lag: Family<PartitionLabels, Gauge>,
     duration: Histogram,
     order_to_effect: Histogram,
     batch_size: Histogram,
@@ -40,6 +50,7 @@ impl ConsumerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = ConsumerMetrics {
             events: Family::default(),
+            lag: Family::default(),
             duration: Histogram::new(exponential_buckets(0.000_5, 2.0, 14)),
             order_to_effect: Histogram::new(ORDER_TO_EFFECT_BUCKETS),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
@@ -53,6 +64,15 @@ impl ConsumerMetrics {
             "consumer_events",
             "Events consumed from Kafka, by outcome (processed, duplicate, retried, dead_lettered)",
             metrics.events.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "Events on each partition this instance holds that it has not handled yet: the \
+             partition's end offset minus the offset after the last handled event. Refreshed \
+             every second from librdkafka's statistics while the consume loop polls; a loop \
+             stuck on a batch keeps its last value, and /healthz fails. A partition another \
+             instance holds is reported by that instance",
+            metrics.lag.clone(),
         );
         registry.register(
             "consumer_handle_seconds",
@@ -72,6 +92,15 @@ impl ConsumerMetrics {
             metrics.batch_size.clone(),
         );
         metrics
+    }
+
+    /// Events handled so far (the `processed` outcome).
+    pub fn processed(&self) -> u64 {
+        self.events
+            .get_or_create(&OutcomeLabels {
+                outcome: "processed",
+            })
+            .get()
     }
 
     pub(crate) fn count(&self, outcome: &'static str, events: usize) {
@@ -102,6 +131,70 @@ impl ConsumerMetrics {
                 self.order_to_effect.observe(age.as_secs_f64());
             }
         }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Requests every HTTP server answers, by route (the pattern, never the raw path, so an id
+/// in the path cannot grow the label set) and status, and how long they took.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily<RouteLabels>,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        fn buckets() -> Histogram {
+            // 0.5 ms to about 4 s.
+            Histogram::new(exponential_buckets(0.000_5, 2.0, 14))
+        }
+        let metrics = HttpMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(buckets),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status; errors are the 4xx and 5xx",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request arriving to its response's head being ready, by route",
+            metrics.duration.clone(),
+        );
+        metrics
+    }
+
+    pub(crate) fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let (method, route) = (method.to_owned(), route.to_owned());
+        self.duration
+            .get_or_create(&RouteLabels {
+                method: method.clone(),
+                route: route.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sqlx::{FromRow, PgConnection, PgPool};
 use tokio::sync::Notify;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 
 use crate::envelope::{Envelope, headers};
 use crate::events::EventData;
+use crate::health::LoopBeat;
 use crate::kafka::{EventProducer, OutgoingRecord};
 
 /// An event ready for the outbox: where it goes, under which key, and its bytes.
@@ -86,6 +88,9 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sql
 pub struct RelayMetrics {
     pub published: Counter,
     pub failures: Counter,
+    /// Measured when `/metrics` is scraped, by [`RelayMetrics::measure_backlog`].
+    backlog: Gauge,
+    oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl RelayMetrics {
@@ -101,7 +106,32 @@ impl RelayMetrics {
             "Relay batches that left events unpublished",
             metrics.failures.clone(),
         );
+        registry.register(
+            "outbox_backlog",
+            "Events stored in the outbox and not yet acknowledged by the broker",
+            metrics.backlog.clone(),
+        );
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "How long the oldest unpublished event has waited in the outbox; 0 when it is empty",
+            metrics.oldest_age.clone(),
+        );
         metrics
+    }
+
+    /// Reads the backlog into the gauges: one query, over the unpublished rows only (a
+    /// partial index holds them), run when the metrics are scraped rather than on the hot
+    /// path.
+    pub async fn measure_backlog(&self, pool: &PgPool) -> sqlx::Result<()> {
+        let (count, oldest): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
+             FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(pool)
+        .await?;
+        self.backlog.set(count);
+        self.oldest_age.set(oldest.unwrap_or(0.0).max(0.0));
+        Ok(())
     }
 }
 
@@ -120,6 +150,8 @@ pub struct OutboxRelay {
     /// Events another instance stored show up on the next poll.
     pub poll_interval: Duration,
     pub metrics: RelayMetrics,
+    /// Busy while a batch is being published, for `/healthz`.
+    pub beat: Option<LoopBeat>,
 }
 
 #[derive(FromRow)]
@@ -138,6 +170,7 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(250);
         while !shutdown.is_cancelled() {
+            let busy = self.beat.as_ref().map(LoopBeat::busy);
             let batch = self.publish_batch();
             tokio::pin!(batch);
             let result = tokio::select! {
@@ -156,6 +189,8 @@ impl OutboxRelay {
                     }
                 },
             };
+            // Waiting for the next batch is idle, not stuck.
+            drop(busy);
             match result {
                 Ok(count) if count as i64 == BATCH => continue,
                 Ok(_) => {

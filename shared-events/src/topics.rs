@@ -19,6 +19,11 @@ pub const INVENTORY: &str = "inventory";
 /// The Payment Service's answers: authorized or declined, then captured or voided.
 pub const PAYMENTS: &str = "payments";
 
+/// Not events about orders: every consumer instance's heartbeat (its group, the partitions it
+/// holds, its lag, what it handled lately), keyed by instance, read by the dashboard. Kept
+/// out of [`ALL`]: it has no dead-letter topic, and nothing in it needs replaying.
+pub const PRESENCE: &str = "presence";
+
 /// Every topic events are published to.
 pub const ALL: [&str; 3] = [ORDERS, INVENTORY, PAYMENTS];
 

@@ -4,10 +4,12 @@ use axum::Router;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use shared_events::app::stop_on_exit;
+use shared_events::health::Liveness;
 use shared_events::http::{self, ConsumerInfo, OpsState};
-use shared_events::kafka::{EventConsumer, RetryPolicy};
-use shared_events::metrics::ConsumerMetrics;
+use shared_events::kafka::{EventConsumer, Handler, RetryPolicy};
+use shared_events::metrics::{ConsumerMetrics, HttpMetrics};
 use shared_events::outbox::{OutboxRelay, RelayMetrics};
+use shared_events::presence::Presence;
 use shared_events::{db as shared_db, kafka};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -19,12 +21,14 @@ use crate::routes::{self, AppState};
 use crate::saga::{self, DecideOrders};
 
 /// The Order Service: its HTTP API, the outbox relay that publishes its events, and the
-/// saga's consumer of Inventory's and Payment's answers, with its time-out sweep.
+/// saga's consumer of Inventory's and Payment's answers, with its time-out sweep and its
+/// presence heartbeat.
 pub struct Application {
     listener: TcpListener,
     router: Router,
     relay: OutboxRelay,
     consumer: EventConsumer<DecideOrders>,
+    presence: Presence,
     saga: SagaTimeout,
 }
 
@@ -39,6 +43,7 @@ impl Application {
     /// HTTP port. Fails fast, naming what is unreachable.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let service = &settings.service;
+        service.validate().map_err(anyhow::Error::msg)?;
         let pool = shared_db::connect(service, &db::MIGRATOR).await?;
         db::seed_catalog(&pool).await?;
         kafka::ensure_topics(&service.kafka).await?;
@@ -60,6 +65,8 @@ impl Application {
         );
         let relay_metrics = RelayMetrics::register(&mut registry);
         let consumer_metrics = ConsumerMetrics::register(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let liveness = Liveness::new(service.stuck_after);
 
         let relay_wake = Arc::new(Notify::new());
         let consumer = EventConsumer::connect(
@@ -67,10 +74,21 @@ impl Application {
             pool.clone(),
             DecideOrders,
             RetryPolicy::default(),
-            consumer_metrics,
+            consumer_metrics.clone(),
             relay_wake.clone(),
         )
-        .await?;
+        .await?
+        .with_liveness(liveness.register("consumer"));
+        let presence = Presence {
+            producer: producer.clone(),
+            service: service.name,
+            group: service.kafka.group_id.clone(),
+            instance_id: service.instance_id.clone(),
+            topics: DecideOrders::TOPICS,
+            assignment: consumer.assignment(),
+            metrics: consumer_metrics,
+            handled: consumer.recently_handled(),
+        };
         let state = AppState {
             pool: pool.clone(),
             relay_wake: relay_wake.clone(),
@@ -84,15 +102,22 @@ impl Application {
                 instance_id: service.instance_id.clone(),
                 assignment: consumer.assignment(),
             }),
+            kafka: producer.clone(),
+            liveness: liveness.clone(),
+            outbox: relay_metrics.clone(),
         };
         let api = http::limit_in_flight(routes::router(state), service.http_max_in_flight, shed);
-        let router = http::with_problem_fallbacks(api.merge(http::ops_router(ops)));
+        let router = http::observe(
+            http::with_problem_fallbacks(api.merge(http::ops_router(ops))),
+            http_metrics,
+        );
         let relay = OutboxRelay {
             pool: pool.clone(),
             producer,
             wake: relay_wake.clone(),
             poll_interval: service.outbox_poll_interval,
             metrics: relay_metrics,
+            beat: Some(liveness.register("relay")),
         };
         let listener = http::bind(service.http_addr).await?;
         tracing::info!(service = service.name, addr = %listener.local_addr()?, "listening");
@@ -101,6 +126,7 @@ impl Application {
             router,
             relay,
             consumer,
+            presence,
             saga: SagaTimeout {
                 pool,
                 timeout: settings.saga_timeout,
@@ -137,12 +163,13 @@ impl Application {
             relay_stop.cancel();
             server.and(consumer).and(sweep)
         };
+        let presence = self.presence.run(relay_stop.clone());
         let relay = async {
             let result = self.relay.run(relay_stop.clone()).await;
             stop.cancel();
             result
         };
-        let (parts, relay) = tokio::join!(parts, relay);
-        parts.and(relay)
+        let (parts, presence, relay) = tokio::join!(parts, presence, relay);
+        parts.and(presence).and(relay)
     }
 }

@@ -96,6 +96,7 @@ async fn an_event_the_broker_cannot_take_stays_in_the_outbox_and_goes_out_once_i
             wake,
             poll_interval: Duration::from_millis(100),
             metrics: metrics.clone(),
+            beat: None,
         }
         .run(stop.clone()),
     );

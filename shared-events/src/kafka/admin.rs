@@ -11,7 +11,8 @@ use rdkafka::util::Timeout;
 use crate::config::KafkaSettings;
 use crate::topics;
 
-/// Creates every topic ([`topics::ALL`]) and its dead-letter topic if they do not exist yet.
+/// Creates every topic ([`topics::ALL`]) and its dead-letter topic, and the presence topic,
+/// if they do not exist yet.
 ///
 /// Topics are created explicitly rather than relying on broker auto-creation, which would
 /// pick the broker's default partition count and replication, and which Tansu lacks. Every
@@ -26,6 +27,7 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
     let names: Vec<String> = topics::ALL
         .iter()
         .flat_map(|topic| [(*topic).to_owned(), topics::dead_letter_topic(topic)])
+        .chain([topics::PRESENCE.to_owned()])
         .collect();
     let deadline = Instant::now() + settings.startup_timeout;
     loop {

@@ -23,7 +23,9 @@ use super::handler::{Handler, HandlerError, RetryPolicy};
 use super::{EventProducer, OutgoingRecord};
 use crate::config::KafkaSettings;
 use crate::envelope::{Envelope, Event};
+use crate::health::LoopBeat;
 use crate::metrics::ConsumerMetrics;
+use crate::presence::RecentlyHandled;
 use crate::topics;
 
 /// A partition of one of the handler's topics: the topic's index in `H::TOPICS`, and the
@@ -51,6 +53,10 @@ pub struct EventConsumer<H> {
     group: String,
     /// Notified after every commit, so events the handler put in the outbox leave at once.
     outbox_wake: Arc<Notify>,
+    /// Busy from taking a batch to storing its offsets, for `/healthz`.
+    beat: Option<LoopBeat>,
+    /// What was handled lately, for the presence heartbeat.
+    handled: RecentlyHandled,
 }
 
 /// How far through a partition's messages the consumer got.
@@ -75,7 +81,7 @@ impl<H: Handler> EventConsumer<H> {
         let context = RebalanceContext {
             group: settings.group_id.clone(),
             instance_id: settings.client_id.clone(),
-            assignment: Assignment::default(),
+            assignment: Assignment::reporting_to(metrics.lag.clone()),
         };
         let session_ms = settings.session_timeout.as_millis();
         let consumer: StreamConsumer<RebalanceContext> = super::base_config(settings)
@@ -100,6 +106,8 @@ impl<H: Handler> EventConsumer<H> {
             // events, plenty to keep batches full, within the service's 50 MB budget (8 MiB
             // drained no faster and took the Order Service to 59 MB; docs/benchmarks.md).
             .set("queued.max.messages.kbytes", "4096")
+            // Every partition's lag, for /metrics and the presence heartbeat.
+            .set("statistics.interval.ms", "1000")
             .create_with_context(context)
             .context("invalid Kafka consumer configuration")?;
         Ok(EventConsumer {
@@ -111,7 +119,21 @@ impl<H: Handler> EventConsumer<H> {
             metrics,
             group: settings.group_id.clone(),
             outbox_wake,
+            beat: None,
+            handled: RecentlyHandled::default(),
         })
+    }
+
+    /// Reports the loop busy to `beat` while it handles a batch, so `/healthz` can tell a
+    /// stuck loop from an idle one.
+    pub fn with_liveness(mut self, beat: LoopBeat) -> Self {
+        self.beat = Some(beat);
+        self
+    }
+
+    /// What this consumer handled lately, drained by the presence heartbeat.
+    pub fn recently_handled(&self) -> RecentlyHandled {
+        self.handled.clone()
     }
 
     pub fn assignment(&self) -> Assignment {
@@ -139,6 +161,7 @@ impl<H: Handler> EventConsumer<H> {
                     continue;
                 }
             };
+            let _busy = self.beat.as_ref().map(LoopBeat::busy);
             for ((topic, partition), messages) in self.drain(first) {
                 let span = tracing::info_span!(
                     "batch",
@@ -328,6 +351,7 @@ impl<H: Handler> EventConsumer<H> {
         tx.commit().await?;
         if !fresh.is_empty() {
             self.outbox_wake.notify_one();
+            self.handled.record(&fresh);
         }
 
         let repeated = events.len() - fresh.len() + applied.repeated_orders;

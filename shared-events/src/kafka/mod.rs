@@ -7,12 +7,14 @@ mod consumer;
 pub mod dead_letters;
 mod handler;
 mod producer;
+mod tail;
 
 pub use admin::ensure_topics;
 pub use assignment::{AssignedPartition, Assignment, AssignmentSnapshot};
 pub use consumer::{EventConsumer, dead_letter};
 pub use handler::{Applied, Decision, Handler, HandlerError, OrderBatch, RetryPolicy};
 pub use producer::{EventProducer, OutgoingRecord};
+pub use tail::tail;
 
 use rdkafka::ClientConfig;
 

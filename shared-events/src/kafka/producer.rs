@@ -131,6 +131,22 @@ impl EventProducer {
         result
     }
 
+    /// Whether a broker answers a metadata request within `timeout`: what `/readyz` asks.
+    pub async fn check_reachable(&self, timeout: Duration) -> anyhow::Result<()> {
+        let producer = self.current();
+        let metadata = super::blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(crate::topics::ORDERS), Timeout::After(timeout))
+        })
+        .await
+        .context("no Kafka broker answered")?;
+        if metadata.brokers().is_empty() {
+            bail!("the Kafka cluster reported no brokers");
+        }
+        Ok(())
+    }
+
     /// Waits for every queued message to be delivered or time out.
     pub async fn flush(&self, timeout: Duration) {
         let producer = self.current();

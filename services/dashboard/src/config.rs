@@ -1,0 +1,89 @@
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use shared_events::config::KafkaSettings;
+use shared_events::telemetry::LogFormat;
+
+/// The dashboard's environment. It has no database: everything it shows comes from Kafka,
+/// and the orders it places go through the Order Service's API like anyone else's.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "dashboard",
+    about = "A live view of shop's consumer groups, partitions, lag and orders"
+)]
+pub struct Config {
+    /// Kafka brokers to bootstrap from, comma-separated.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub kafka_bootstrap_servers: String,
+    /// Address the HTTP server binds.
+    #[arg(long, env = "HTTP_ADDR", default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8088)))]
+    pub http_addr: SocketAddr,
+    /// Where the page's "place an order" and load bursts send their orders.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub order_service_url: String,
+    /// Names this instance in logs and Kafka client ids [default: dashboard-$HOSTNAME, else dashboard-pid].
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// How long to wait for Kafka at start-up before giving up.
+    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
+    pub startup_timeout_secs: u64,
+    /// `text` for a terminal, `json` for containers.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub order_service_url: String,
+    pub kafka: KafkaSettings,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn resolve(self) -> Settings {
+        let instance_id = self
+            .instance_id
+            .unwrap_or_else(|| match std::env::var("HOSTNAME") {
+                Ok(host) if !host.is_empty() => format!("dashboard-{host}"),
+                _ => format!("dashboard-{}", std::process::id()),
+            });
+        Settings {
+            http_addr: self.http_addr,
+            order_service_url: self.order_service_url.trim_end_matches('/').to_owned(),
+            kafka: KafkaSettings {
+                bootstrap_servers: self.kafka_bootstrap_servers,
+                group_id: instance_id.clone(),
+                client_id: instance_id,
+                topic_replication_factor: 1,
+                topic_min_insync_replicas: None,
+                session_timeout: Duration::from_secs(6),
+                startup_timeout: Duration::from_secs(self.startup_timeout_secs),
+            },
+            log_format: self.log_format,
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for a test: port 0 on localhost.
+    pub fn for_test(bootstrap_servers: &str, order_service_url: &str, instance_id: &str) -> Self {
+        Config {
+            kafka_bootstrap_servers: bootstrap_servers.to_owned(),
+            http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            order_service_url: order_service_url.to_owned(),
+            instance_id: Some(instance_id.to_owned()),
+            startup_timeout_secs: 30,
+            log_format: LogFormat::Text,
+        }
+        .resolve()
+    }
+}

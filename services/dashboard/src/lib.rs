@@ -1,0 +1,179 @@
+//! The dashboard: a live page of shop's consumer groups, the partitions each instance holds,
+//! their lag and events per second, and recent orders moving through the services.
+//!
+//! It reads Kafka only, as an observer in no group: the instances' heartbeats on the
+//! `presence` topic and the events on `orders`, `inventory` and `payments`. The page gets a
+//! [`board::Snapshot`] a second over server-sent events. Orders it places, one at a time or
+//! in bursts, go through the Order Service's API.
+
+pub mod board;
+pub mod config;
+pub mod load;
+mod routes;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use shared_events::app::stop_on_exit;
+use shared_events::presence::Heartbeat;
+use shared_events::{Envelope, http, kafka, topics};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, Settings};
+
+use crate::board::Board;
+use crate::load::{LoadRunner, Orders};
+
+/// How often the page is sent a fresh snapshot.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+struct State {
+    board: Arc<Mutex<Board>>,
+    load: LoadRunner,
+    /// The latest snapshot as JSON, for every open event stream.
+    snapshots: watch::Receiver<Arc<str>>,
+    kafka: Arc<StreamConsumer>,
+}
+
+impl State {
+    fn snapshot_json(&self) -> String {
+        let snapshot = self
+            .board
+            .lock()
+            .expect("board lock poisoned")
+            .snapshot(Instant::now(), self.load.status());
+        serde_json::to_string(&snapshot).expect("a snapshot always serializes")
+    }
+}
+
+pub struct Dashboard {
+    listener: TcpListener,
+    router: Router,
+    state: State,
+    publish: watch::Sender<Arc<str>>,
+}
+
+impl Dashboard {
+    /// Creates the topics if needed, starts reading them from their end and binds the port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        kafka::ensure_topics(&settings.kafka).await?;
+        let watched = [
+            topics::PRESENCE,
+            topics::ORDERS,
+            topics::INVENTORY,
+            topics::PAYMENTS,
+        ];
+        let consumer = kafka::tail(&settings.kafka, &watched).await?;
+        let mut board = Board::default();
+        board.set_topics(partition_counts(&consumer, &topics::ALL).await?);
+        let (publish, snapshots) = watch::channel(Arc::<str>::from("{}"));
+        let state = State {
+            board: Arc::new(Mutex::new(board)),
+            load: LoadRunner::new(Orders::new(&settings.order_service_url)),
+            snapshots,
+            kafka: consumer,
+        };
+        let listener = http::bind(settings.http_addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
+        Ok(Dashboard {
+            listener,
+            router: routes::router(state.clone()),
+            state,
+            publish,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|addr| addr.port())
+            .unwrap_or_default()
+    }
+
+    /// Serves and follows Kafka until `shutdown`; a burst in progress is stopped.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let stop = shutdown.child_token();
+        let server = stop_on_exit(&stop, http::serve(self.listener, self.router, stop.clone()));
+        let feed = stop_on_exit(&stop, follow(self.state.clone(), stop.clone()));
+        let publisher = stop_on_exit(
+            &stop,
+            publish(self.state.clone(), self.publish, stop.clone()),
+        );
+        let (server, feed, publisher) = tokio::join!(server, feed, publisher);
+        self.state.load.stop();
+        server.and(feed).and(publisher)
+    }
+}
+
+/// Feeds every heartbeat and event into the board.
+async fn follow(state: State, stop: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            message = state.kafka.recv() => message,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read Kafka; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let (topic, partition) = (message.topic(), message.partition());
+        let mut board = state.board.lock().expect("board lock poisoned");
+        if topic == topics::PRESENCE {
+            match message.payload().map(serde_json::from_slice::<Heartbeat>) {
+                Some(Ok(heartbeat)) => board.heartbeat(heartbeat, Instant::now()),
+                Some(Err(err)) => tracing::debug!(error = %err, "not a heartbeat; skipped"),
+                None => {}
+            }
+        } else if let Ok(event) = Envelope::decode(message.payload()) {
+            // What does not decode is the consumers' business (they park it); here it is
+            // simply not drawn.
+            board.event(&event, topic, partition);
+        }
+    }
+}
+
+/// Sends a snapshot to every open page each [`PUBLISH_EVERY`].
+async fn publish(
+    state: State,
+    publish: watch::Sender<Arc<str>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(PUBLISH_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        publish.send_replace(Arc::from(state.snapshot_json()));
+    }
+}
+
+async fn partition_counts(
+    consumer: &Arc<StreamConsumer>,
+    names: &[&str],
+) -> anyhow::Result<Vec<(String, i32)>> {
+    let client = consumer.clone();
+    let metadata =
+        tokio::task::spawn_blocking(move || client.fetch_metadata(None, Duration::from_secs(10)))
+            .await
+            .context("metadata task panicked")?
+            .context("cannot read the topics' metadata")?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|topic| names.contains(&topic.name()))
+        .map(|topic| (topic.name().to_owned(), topic.partitions().len() as i32))
+        .collect())
+}
