@@ -74,13 +74,21 @@ fn docker_available() -> bool {
         || std::path::Path::new("/var/run/docker.sock").exists()
 }
 
-/// Logs from the services under test, shown for failing tests (`RUST_LOG` filters them).
+/// Logs from the services under test, shown for failing tests (`RUST_LOG` filters them), and
+/// spans with trace ids, as `shared_events::telemetry::init` gives a service, so the events
+/// the services publish carry their `traceparent`. Nothing is exported.
 pub fn init_logging() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,rdkafka=warn,sqlx=warn,tower_http=warn")
     });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_test_writer())
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")))
         .try_init();
 }

@@ -50,6 +50,12 @@ impl ServiceProcess {
         }
     }
 
+    /// Adds an environment variable for the next start.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Starts the process and waits until it is ready: HTTP up, database reachable.
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);

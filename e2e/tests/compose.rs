@@ -1,14 +1,29 @@
 //! docker-compose.yml keeps the names DESIGN.md fixes: the five services built from the one
-//! Dockerfile on their own ports and databases, a 3-broker KRaft cluster, and the topics.
-//! Runs without Docker: it reads the file, resolving YAML anchors and merge keys itself.
+//! Dockerfile on their own ports and databases, a 3-broker KRaft cluster, and the topics; the
+//! consumers can be scaled, and every service is traced (Jaeger), scraped (Prometheus) and
+//! charted (Grafana). Runs without Docker: it reads the files, resolving YAML anchors and
+//! merge keys itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::{Mapping, Value};
 
 const COMPOSE_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker-compose.yml");
 const DOCKERFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile");
 const POSTGRES_INIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/postgres-init.sql");
+const PROMETHEUS_CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../docker/prometheus/prometheus.yml"
+);
+const GRAFANA_DATASOURCES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../docker/grafana/provisioning/datasources/prometheus.yml"
+);
+const GRAFANA_DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../docker/grafana/dashboards/shop.json"
+);
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 const BROKERS: [&str; 3] = ["kafka-1", "kafka-2", "kafka-3"];
 
@@ -20,6 +35,29 @@ const SERVICES: [(&str, u16, &str); 5] = [
     ("email-service", 8083, "email"),
     ("analytics-service", 8084, "analytics"),
 ];
+
+/// The services that consume `orders`: any number of replicas may share their group.
+const CONSUMERS: [&str; 4] = [
+    "inventory-service",
+    "payment-service",
+    "email-service",
+    "analytics-service",
+];
+
+/// The live view: built like the services, with no database.
+const DASHBOARD: (&str, u16) = ("dashboard", 8088);
+
+/// Every HTTP server built from the Dockerfile, with its port: the services and the dashboard.
+fn http_servers() -> Vec<(&'static str, u16)> {
+    SERVICES
+        .iter()
+        .map(|(name, port, _)| (*name, *port))
+        .chain([DASHBOARD])
+        .collect()
+}
+
+/// Where each service's traces go: Jaeger's OTLP/HTTP receiver.
+const OTLP_ENDPOINT: &str = "http://jaeger:4318";
 
 fn compose() -> Value {
     let text = std::fs::read_to_string(COMPOSE_FILE)
@@ -76,29 +114,180 @@ fn env_var(name: &str, service: &Value, key: &str) -> String {
         .unwrap_or_else(|| panic!("{name} does not set {key}"))
 }
 
-/// Published ports as (host, container), from the short (`[ip:]host:container[/proto]`) or long
-/// syntax.
-fn published_ports(service: &Value) -> Vec<(u16, u16)> {
-    let Some(ports) = service.get("ports").and_then(Value::as_sequence) else {
+/// A port published on the host: the address it binds (empty for every address), the host
+/// port, the container port.
+#[derive(Debug, PartialEq)]
+struct Published {
+    host_ip: String,
+    host: u16,
+    container: u16,
+}
+
+/// Published ports, from the short (`[ip:]host:container[/proto]`) or long syntax. A port that
+/// does not parse fails the test rather than disappearing from the list.
+fn published(name: &str, service: &Value) -> Vec<Published> {
+    let Some(ports) = service.get("ports") else {
         return Vec::new();
+    };
+    let ports = ports
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{name}: ports must be a list"));
+    let number = |text: &str| -> u16 {
+        text.parse()
+            .unwrap_or_else(|_| panic!("{name}: `{text}` is not a single port number"))
     };
     ports
         .iter()
-        .filter_map(|port| match port {
-            Value::Mapping(long) => {
-                let target = long.get("target").map(scalar)?.parse().ok()?;
-                let published = long.get("published").map(scalar)?.parse().ok()?;
-                Some((published, target))
-            }
+        .map(|port| match port {
+            Value::Mapping(long) => Published {
+                host_ip: long.get("host_ip").map(scalar).unwrap_or_default(),
+                host: number(&long.get("published").map(scalar).unwrap_or_default()),
+                container: number(&long.get("target").map(scalar).unwrap_or_default()),
+            },
             short => {
                 let short = scalar(short);
                 let short = short.split('/').next().unwrap_or_default();
-                let mut parts = short.rsplit(':');
-                let container = parts.next()?.parse().ok()?;
-                let host = parts.next()?.parse().ok()?;
-                Some((host, container))
+                let mut parts: Vec<&str> = short.rsplitn(3, ':').collect();
+                parts.reverse();
+                match parts.as_slice() {
+                    [ip, host, container] => Published {
+                        host_ip: (*ip).to_owned(),
+                        host: number(host),
+                        container: number(container),
+                    },
+                    [host, container] => Published {
+                        host_ip: String::new(),
+                        host: number(host),
+                        container: number(container),
+                    },
+                    _ => panic!("{name}: port `{short}` publishes no host port"),
+                }
             }
         })
+        .collect()
+}
+
+/// `mem_limit` in bytes (`512m`, `1g`, `268435456`).
+fn mem_limit_bytes(name: &str, service: &Value) -> u64 {
+    let limit = service
+        .get("mem_limit")
+        .map(scalar)
+        .unwrap_or_else(|| panic!("{name} sets no mem_limit"));
+    let lower = limit.to_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (digits, unit) = lower.split_at(
+        lower
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(lower.len()),
+    );
+    let number: u64 = digits
+        .parse()
+        .unwrap_or_else(|_| panic!("{name}: mem_limit `{limit}` is not a size"));
+    let scale = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => panic!("{name}: mem_limit `{limit}` has an unknown unit"),
+    };
+    number * scale
+}
+
+/// `build.args.SERVICE`, from the mapping or the `KEY=value` list form.
+fn service_arg(service: &Value) -> Option<String> {
+    service
+        .get("build")?
+        .get("args")
+        .and_then(|args| match args {
+            Value::Mapping(map) => map.get("SERVICE").map(scalar),
+            Value::Sequence(list) => list
+                .iter()
+                .map(scalar)
+                .find_map(|kv| kv.strip_prefix("SERVICE=").map(str::to_owned)),
+            _ => None,
+        })
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .map(scalar)
+        .collect()
+}
+
+fn prometheus_config() -> Value {
+    let text = std::fs::read_to_string(PROMETHEUS_CONFIG)
+        .unwrap_or_else(|e| panic!("reading {PROMETHEUS_CONFIG}: {e}"));
+    serde_yaml::from_str(&text).expect("docker/prometheus/prometheus.yml is valid YAML")
+}
+
+/// Every PromQL expression of the Grafana dashboard, with its panel's title.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(GRAFANA_DASHBOARD)
+        .unwrap_or_else(|e| panic!("reading {GRAFANA_DASHBOARD}: {e}"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text).expect("the Grafana dashboard is valid JSON");
+    let panels = dashboard["panels"]
+        .as_array()
+        .expect("the dashboard has a list of panels");
+    let mut queries = Vec::new();
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let title = panel["title"].as_str().unwrap_or_default().to_owned();
+        let targets = panel["targets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("panel `{title}` has no queries"));
+        assert!(!targets.is_empty(), "panel `{title}` has no queries");
+        for target in targets {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a query of panel `{title}` has no expr"));
+            queries.push((title.clone(), expr.to_owned()));
+        }
+    }
+    queries
+}
+
+/// The `name = "…"` of a Cargo.toml's `[package]`, and the names of its `[[bin]]` targets.
+fn package_and_bins(manifest: &str) -> (String, Vec<String>) {
+    let mut section = String::new();
+    let mut package = String::new();
+    let mut bins = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_owned();
+            continue;
+        }
+        let Some(value) = line
+            .strip_prefix("name")
+            .map(str::trim_start)
+            .and_then(|rest| rest.strip_prefix('='))
+        else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"').to_owned();
+        match section.as_str() {
+            "[package]" => package = value,
+            "[[bin]]" => bins.push(value),
+            _ => {}
+        }
+    }
+    (package, bins)
+}
+
+/// The workspace's member directories, from the root Cargo.toml's `members = [...]`.
+fn workspace_members() -> Vec<String> {
+    let manifest = std::fs::read_to_string(format!("{WORKSPACE}/Cargo.toml"))
+        .expect("reading the workspace Cargo.toml");
+    let start = manifest
+        .find("members = [")
+        .expect("the workspace lists its members");
+    let list = &manifest[start + "members = [".len()..];
+    let list = &list[..list.find(']').expect("the members list is closed")];
+    list.split(',')
+        .map(|m| m.trim().trim_matches('"').to_owned())
+        .filter(|m| !m.is_empty())
         .collect()
 }
 
@@ -145,7 +334,7 @@ fn followed_by(words: &[String], flag: &str, value: &str) -> bool {
 #[test]
 fn every_service_is_built_from_the_one_dockerfile_with_its_name_as_the_service_arg() {
     let doc = compose();
-    for (name, _, _) in SERVICES {
+    for (name, _) in http_servers() {
         let build = service(&doc, name)
             .get("build")
             .unwrap_or_else(|| panic!("{name} is not built from source"));
@@ -160,15 +349,12 @@ fn every_service_is_built_from_the_one_dockerfile_with_its_name_as_the_service_a
             .map(scalar)
             .unwrap_or_else(|| "Dockerfile".into());
         assert_eq!(dockerfile, "Dockerfile", "{name} uses the one Dockerfile");
-        let arg = build.get("args").and_then(|args| match args {
-            Value::Mapping(map) => map.get("SERVICE").map(scalar),
-            Value::Sequence(list) => list
-                .iter()
-                .map(scalar)
-                .find_map(|kv| kv.strip_prefix("SERVICE=").map(str::to_owned)),
-            _ => None,
-        });
+        let arg = service_arg(service(&doc, name));
         assert_eq!(arg.as_deref(), Some(name), "{name} passes SERVICE={name}");
+        assert!(
+            build.get("target").is_none_or(|t| scalar(t) == "runtime"),
+            "{name} is built as the service image (the runtime stage)"
+        );
         assert!(
             service(&doc, name).get("image").is_none(),
             "{name} is built, not pulled"
@@ -184,8 +370,22 @@ fn the_dockerfile_builds_and_runs_the_binary_named_by_the_service_arg() {
         "the Dockerfile declares ARG SERVICE"
     );
     assert!(
-        dockerfile.contains("cargo build --release --locked -p \"${SERVICE}\""),
-        "the Dockerfile builds the package named by SERVICE"
+        dockerfile.contains("for package in ${SERVICE}; do set -- \"$@\" -p \"${package}\"; done")
+            && dockerfile.contains("cargo build --release --locked \"$@\""),
+        "the Dockerfile builds the package (or packages) named by SERVICE"
+    );
+    assert!(
+        dockerfile.contains("FROM runtime-base AS tools")
+            && dockerfile.contains("COPY --from=builder /out/ /usr/local/bin/"),
+        "the tools stage puts every binary it built on the PATH"
+    );
+    let last_stage = dockerfile
+        .lines()
+        .rfind(|line| line.starts_with("FROM "))
+        .expect("the Dockerfile has stages");
+    assert!(
+        last_stage.ends_with(" AS runtime"),
+        "a plain `docker build` makes a service image: the last stage is runtime, not {last_stage}"
     );
     assert!(
         dockerfile.contains("ENTRYPOINT"),
@@ -224,16 +424,68 @@ fn every_broker_caps_its_heap_and_so_does_kafka_ui() {
 }
 
 #[test]
-fn every_service_publishes_its_design_port_and_sets_http_addr_to_it() {
+fn every_service_listens_on_its_design_port() {
     let doc = compose();
-    for (name, port, _) in SERVICES {
+    for (name, port) in http_servers() {
         let svc = service(&doc, name);
-        assert!(
-            published_ports(svc).contains(&(port, port)),
-            "{name} publishes {port}:{port}, found {:?}",
-            published_ports(svc)
-        );
         assert_eq!(env_var(name, svc, "HTTP_ADDR"), format!("0.0.0.0:{port}"));
+    }
+}
+
+#[test]
+fn only_the_order_service_api_and_the_dashboard_publish_a_service_port() {
+    let doc = compose();
+    for (name, port) in [("order-service", 8080), DASHBOARD] {
+        assert_eq!(
+            published(name, service(&doc, name)),
+            [Published {
+                host_ip: "127.0.0.1".into(),
+                host: port,
+                container: port
+            }],
+            "{name} publishes 127.0.0.1:{port}:{port} and nothing else"
+        );
+    }
+}
+
+#[test]
+fn the_consumers_can_be_scaled_because_they_publish_no_host_port_and_have_no_fixed_name() {
+    let doc = compose();
+    for name in CONSUMERS {
+        let svc = service(&doc, name);
+        // A fixed host port is taken by the first replica: the second fails to start with
+        // "port is already allocated".
+        assert!(
+            published(name, svc).is_empty(),
+            "{name} publishes no host port, found {:?}",
+            published(name, svc)
+        );
+        assert!(
+            svc.get("container_name").is_none(),
+            "{name} has no container_name: replicas are named <project>-{name}-<n>"
+        );
+        assert!(
+            svc.get("hostname").is_none(),
+            "{name} has no fixed hostname: INSTANCE_ID defaults to the container's own"
+        );
+        assert!(
+            svc.get("profiles").is_none(),
+            "{name} starts with a plain `docker compose up`"
+        );
+    }
+}
+
+#[test]
+fn every_published_port_listens_on_loopback_only() {
+    let doc = compose();
+    for (name, svc) in services(&doc) {
+        let name = scalar(name);
+        for port in published(&name, svc) {
+            assert_eq!(
+                port.host_ip, "127.0.0.1",
+                "{name} publishes {port:?} on every interface; bind it to 127.0.0.1"
+            );
+        }
     }
 }
 
@@ -283,7 +535,7 @@ fn every_service_reaches_all_three_brokers_and_its_own_database() {
 #[test]
 fn every_service_reports_readiness_and_restarts_unless_stopped() {
     let doc = compose();
-    for (name, port, _) in SERVICES {
+    for (name, port) in http_servers() {
         let svc = service(&doc, name);
         let test = healthcheck_words(svc);
         assert!(
@@ -401,13 +653,14 @@ fn the_kafka_cluster_keeps_three_replicas_and_needs_two_in_sync() {
 }
 
 #[test]
-fn kafka_init_creates_every_topic_and_its_dead_letter_topic_with_six_partitions() {
+fn kafka_init_creates_every_topic_its_dead_letter_topic_and_presence_with_six_partitions() {
     let doc = compose();
     let init = service(&doc, "kafka-init");
     let words = command_words(init);
     let expected = shared_events::topics::ALL
         .iter()
-        .flat_map(|t| [(*t).to_owned(), shared_events::topics::dead_letter_topic(t)]);
+        .flat_map(|t| [(*t).to_owned(), shared_events::topics::dead_letter_topic(t)])
+        .chain([shared_events::topics::PRESENCE.to_owned()]);
     for topic in expected {
         assert!(
             words.contains(&topic),
@@ -501,4 +754,337 @@ fn postgres_init_creates_one_database_per_service() {
         mounted,
         "postgres runs docker/postgres-init.sql on first start"
     );
+}
+
+#[test]
+fn every_service_arg_names_a_workspace_package_whose_binary_has_its_name() {
+    let doc = compose();
+    let mut packages = BTreeMap::new();
+    for member in workspace_members() {
+        let manifest = std::fs::read_to_string(format!("{WORKSPACE}/{member}/Cargo.toml"))
+            .unwrap_or_else(|e| panic!("reading {member}/Cargo.toml: {e}"));
+        let (package, bins) = package_and_bins(&manifest);
+        packages.insert(package, bins);
+    }
+    for (name, svc) in services(&doc) {
+        let Some(arg) = service_arg(svc) else {
+            continue;
+        };
+        // The Dockerfile runs `cargo build -p <package>` and copies target/release/<package>.
+        for package in arg.split_whitespace() {
+            let bins = packages.get(package).unwrap_or_else(|| {
+                panic!(
+                    "{}: SERVICE names `{package}`, which is no workspace package ({:?})",
+                    scalar(name),
+                    packages.keys().collect::<Vec<_>>()
+                )
+            });
+            assert!(
+                bins.is_empty() || bins.iter().any(|b| b == package),
+                "{}: package {package} has no binary named {package} ({bins:?})",
+                scalar(name)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_dashboard_reads_kafka_and_asks_the_order_service_once_both_are_healthy() {
+    let doc = compose();
+    let (name, _) = DASHBOARD;
+    let dashboard = service(&doc, name);
+    let bootstrap = env_var(name, dashboard, "KAFKA_BOOTSTRAP_SERVERS");
+    for broker in BROKERS {
+        assert!(
+            bootstrap
+                .split(',')
+                .any(|b| b.trim() == format!("{broker}:9092")),
+            "{name} bootstraps from {broker}:9092, found {bootstrap}"
+        );
+        assert_eq!(
+            depends_on_condition(dashboard, broker).as_deref(),
+            Some("service_healthy"),
+            "{name} waits for {broker}"
+        );
+    }
+    assert_eq!(
+        env_var(name, dashboard, "ORDER_SERVICE_URL"),
+        "http://order-service:8080"
+    );
+    assert_eq!(
+        depends_on_condition(dashboard, "order-service").as_deref(),
+        Some("service_healthy"),
+        "{name} waits for the Order Service"
+    );
+    assert_eq!(env_var(name, dashboard, "LOG_FORMAT"), "json");
+    assert!(!env_var(name, dashboard, "RUST_LOG").is_empty());
+    assert!(
+        !env(dashboard).contains_key("DATABASE_URL"),
+        "{name} has no database"
+    );
+    assert_eq!(
+        depends_on_condition(dashboard, "postgres"),
+        None,
+        "{name} does not wait for PostgreSQL, which it does not use"
+    );
+}
+
+#[test]
+fn every_service_sends_its_traces_to_jaeger_over_otlp_http() {
+    let doc = compose();
+    for (name, _) in http_servers() {
+        let svc = service(&doc, name);
+        assert_eq!(
+            env_var(name, svc, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            OTLP_ENDPOINT,
+            "{name}"
+        );
+        assert!(
+            !env(svc).contains_key("OTEL_SERVICE_NAME"),
+            "{name} names itself in its traces; compose must not override it"
+        );
+    }
+    let jaeger = service(&doc, "jaeger");
+    let image = jaeger.get("image").map(scalar).unwrap_or_default();
+    // Jaeger v2 listens for OTLP/HTTP on 4318 by default; v1 only with COLLECTOR_OTLP_ENABLED.
+    let v1_with_otlp = image.starts_with("jaegertracing/all-in-one:1.")
+        && env(jaeger)
+            .get("COLLECTOR_OTLP_ENABLED")
+            .map(String::as_str)
+            == Some("true");
+    assert!(
+        image.starts_with("jaegertracing/jaeger:2.") || v1_with_otlp,
+        "jaeger receives OTLP over HTTP on 4318: {image}"
+    );
+    assert!(
+        published("jaeger", jaeger)
+            .iter()
+            .any(|p| p.container == 16686),
+        "jaeger's UI is published"
+    );
+}
+
+#[test]
+fn prometheus_scrapes_every_replica_of_every_service_on_its_port_every_five_seconds() {
+    let config = prometheus_config();
+    assert_eq!(
+        config["global"]["scrape_interval"].as_str(),
+        Some("5s"),
+        "scrape interval"
+    );
+    let jobs = config["scrape_configs"]
+        .as_sequence()
+        .expect("prometheus.yml has scrape_configs");
+    let doc = compose();
+    // Every service built from the Dockerfile that `up` starts, not just the ones listed here:
+    // a new service without a scrape job fails this test.
+    let started: BTreeSet<String> = services(&doc)
+        .iter()
+        .filter(|(_, svc)| svc.get("build").is_some() && svc.get("profiles").is_none())
+        .map(|(name, _)| scalar(name))
+        .collect();
+    let known: BTreeSet<String> = http_servers()
+        .iter()
+        .map(|(name, _)| (*name).to_owned())
+        .collect();
+    assert_eq!(
+        started, known,
+        "the services `up` builds from the Dockerfile are the five and the dashboard"
+    );
+    for (name, port) in http_servers() {
+        let job = jobs
+            .iter()
+            .find(|job| job["job_name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("prometheus.yml has no job {name}"));
+        assert!(
+            job.get("static_configs").is_none(),
+            "{name}: a static target would find one replica only"
+        );
+        let discovery = job["dns_sd_configs"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name}: found by DNS, one A record per replica"));
+        let found = discovery.iter().any(|sd| {
+            strings(sd.get("names")) == [name]
+                && sd["type"].as_str() == Some("A")
+                && sd["port"].as_u64() == Some(u64::from(port))
+        });
+        assert!(
+            found,
+            "{name}: dns_sd_configs names [{name}], type A, port {port}"
+        );
+        let path = job
+            .get("metrics_path")
+            .map(scalar)
+            .unwrap_or_else(|| "/metrics".into());
+        assert_eq!(path, "/metrics", "{name}");
+    }
+
+    let prometheus = service(&doc, "prometheus");
+    let image = prometheus.get("image").map(scalar).unwrap_or_default();
+    assert!(image.starts_with("prom/prometheus:v3."), "{image}");
+    assert!(
+        strings(prometheus.get("volumes"))
+            .iter()
+            .any(|v| v
+                .starts_with("./docker/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml")),
+        "prometheus reads docker/prometheus/prometheus.yml"
+    );
+    let command = command_words(prometheus);
+    assert!(
+        command.contains(&"--config.file=/etc/prometheus/prometheus.yml".to_owned()),
+        "prometheus is pointed at the mounted file: {command:?}"
+    );
+}
+
+#[test]
+fn grafana_provisions_prometheus_and_a_dashboard_of_every_service_metric() {
+    let doc = compose();
+    let grafana = service(&doc, "grafana");
+    let volumes = strings(grafana.get("volumes"));
+    for (source, target) in [
+        (
+            "./docker/grafana/provisioning/datasources",
+            "/etc/grafana/provisioning/datasources",
+        ),
+        (
+            "./docker/grafana/provisioning/dashboards",
+            "/etc/grafana/provisioning/dashboards",
+        ),
+        ("./docker/grafana/dashboards", "/var/lib/grafana/dashboards"),
+    ] {
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.starts_with(&format!("{source}:{target}"))),
+            "grafana mounts {source} at {target}: {volumes:?}"
+        );
+    }
+    let grafana_env = env(grafana);
+    assert_eq!(
+        grafana_env
+            .get("GF_AUTH_ANONYMOUS_ENABLED")
+            .map(String::as_str),
+        Some("true"),
+        "no login needed"
+    );
+
+    let text = std::fs::read_to_string(GRAFANA_DATASOURCES).expect("reading the data source");
+    let datasources: Value = serde_yaml::from_str(&text).expect("the data source file is YAML");
+    let prometheus = &datasources["datasources"][0];
+    assert_eq!(prometheus["type"].as_str(), Some("prometheus"));
+    assert_eq!(prometheus["url"].as_str(), Some("http://prometheus:9090"));
+    let uid = prometheus["uid"]
+        .as_str()
+        .expect("the data source has a uid");
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(GRAFANA_DASHBOARD).expect("reading the dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(
+            panel["datasource"]["uid"].as_str(),
+            Some(uid),
+            "panel `{}` queries the provisioned Prometheus",
+            panel["title"]
+        );
+    }
+
+    // Each service prefixes its metrics with its name (inventory_service_consumer_lag): the
+    // panels select them all by suffix, or name the Order Service's own counter.
+    let queries = dashboard_queries();
+    for metric in [
+        "_consumer_lag",
+        "_consumer_events_total",
+        "_outbox_backlog",
+        "_outbox_oldest_age_seconds",
+        "_http_requests_total",
+        "_http_request_duration_seconds_bucket",
+        "_order_to_effect_seconds_bucket",
+        "order_service_orders_placed_total",
+    ] {
+        assert!(
+            queries.iter().any(|(_, expr)| expr.contains(metric)),
+            "no panel charts {metric}"
+        );
+    }
+    assert!(
+        queries.iter().any(|(_, expr)| expr.contains("rate(")
+            && expr.contains("_consumer_events_total")
+            && expr.contains(r#"outcome="processed""#)),
+        "a panel shows events processed per second"
+    );
+    for quantile in ["0.5", "0.99"] {
+        assert!(
+            queries.iter().any(|(_, expr)| expr
+                .contains(&format!("histogram_quantile({quantile},"))
+                && expr.contains("_order_to_effect_seconds_bucket")),
+            "a panel shows the order→effect p{}",
+            quantile.trim_start_matches("0.")
+        );
+    }
+    // Replicas are told apart by the scrape's labels.
+    assert!(
+        queries
+            .iter()
+            .any(|(_, expr)| expr.contains("by (job, instance") && expr.contains("_consumer_lag")),
+        "a panel shows lag per replica"
+    );
+}
+
+#[test]
+fn the_tools_run_inside_the_network_only_when_asked_for() {
+    let doc = compose();
+    let tools = service(&doc, "tools");
+    assert_eq!(
+        strings(tools.get("profiles")),
+        ["tools"],
+        "`docker compose up` leaves the tools out; `docker compose run --rm tools` runs them"
+    );
+    let build = tools.get("build").expect("tools are built from source");
+    assert_eq!(build.get("target").map(scalar).as_deref(), Some("tools"));
+    assert_eq!(
+        build.get("dockerfile").map(scalar).as_deref(),
+        Some("Dockerfile")
+    );
+    let arg = service_arg(tools).unwrap_or_default();
+    for tool in ["shop-load", "shop-dlt"] {
+        assert!(
+            arg.split_whitespace().any(|a| a == tool),
+            "the tools image has {tool}: SERVICE={arg}"
+        );
+    }
+    // shop-dlt reads the brokers from the environment.
+    let bootstrap = env_var("tools", tools, "KAFKA_BOOTSTRAP_SERVERS");
+    for broker in BROKERS {
+        assert!(bootstrap.contains(&format!("{broker}:9092")), "{bootstrap}");
+    }
+    assert!(
+        published("tools", tools).is_empty(),
+        "tools publish nothing"
+    );
+}
+
+#[test]
+fn every_container_has_a_memory_limit_above_its_heap() {
+    let doc = compose();
+    for (name, svc) in services(&doc) {
+        let name = scalar(name);
+        let limit = mem_limit_bytes(&name, svc);
+        assert!(
+            limit >= 128 << 20,
+            "{name}: mem_limit {limit} bytes is too small to start"
+        );
+    }
+    // A JVM needs room beside its heap: metaspace, threads, buffers.
+    for broker in BROKERS {
+        assert!(
+            mem_limit_bytes(broker, service(&doc, broker)) >= 768 << 20,
+            "{broker}: 512 MB of heap and the JVM's own memory"
+        );
+    }
+    assert!(mem_limit_bytes("kafka-ui", service(&doc, "kafka-ui")) >= 384 << 20);
 }

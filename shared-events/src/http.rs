@@ -347,7 +347,28 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router.layer(TraceLayer::new_for_http()))
+    let traced = TraceLayer::new_for_http().make_span_with(|request: &Request| {
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("unmatched", |path| path.as_str());
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %format!("{} {route}", request.method()),
+            otel.kind = "server",
+            http.request.method = %request.method(),
+            http.route = route,
+            url.path = request.uri().path(),
+        );
+        // A caller's trace goes on here: the span is a child of its `traceparent`.
+        let traceparent = request
+            .headers()
+            .get(crate::trace::TRACEPARENT)
+            .and_then(|value| value.to_str().ok());
+        crate::trace::continue_trace(&span, traceparent);
+        span
+    });
+    axum::serve(listener, router.layer(traced))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("HTTP server failed")

@@ -23,6 +23,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
+pub mod trace;
 
 pub use envelope::{DecodeError, Envelope, Event, EventMeta};
 pub use events::*;

@@ -11,7 +11,7 @@
 //!     id BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL UNIQUE, topic TEXT NOT NULL,
 //!     message_key TEXT NOT NULL, event_type TEXT NOT NULL, payload BYTEA NOT NULL,
 //!     created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ,
-//!     attempts INT NOT NULL DEFAULT 0, last_error TEXT);
+//!     attempts INT NOT NULL DEFAULT 0, last_error TEXT, traceparent TEXT);
 //! CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
 //! ```
 
@@ -40,10 +40,13 @@ pub struct OutboxMessage {
     pub key: String,
     pub event_type: &'static str,
     pub payload: Vec<u8>,
+    /// The span that caused it, sent as the W3C `traceparent` header ([`crate::trace`]).
+    pub traceparent: Option<String>,
 }
 
 impl OutboxMessage {
-    /// The event on its type's topic, keyed by its order.
+    /// The event on its type's topic, keyed by its order, caused by what is being done now:
+    /// the request being served, or the event about the same order being handled.
     pub fn of<T: EventData>(event: &Envelope<T>) -> Self {
         OutboxMessage {
             event_id: event.meta.event_id,
@@ -51,6 +54,7 @@ impl OutboxMessage {
             key: event.meta.order_id.to_string(),
             event_type: T::EVENT_TYPE,
             payload: event.to_json(),
+            traceparent: crate::trace::cause_of(event.meta.order_id),
         }
     }
 }
@@ -62,10 +66,11 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sql
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
-         SELECT event_id, topic, message_key, event_type, payload
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-              WITH ORDINALITY AS m (event_id, topic, message_key, event_type, payload, n)
+        "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, traceparent)
+         SELECT event_id, topic, message_key, event_type, payload, traceparent
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
+              WITH ORDINALITY AS m (event_id, topic, message_key, event_type, payload,
+                                    traceparent, n)
          ORDER BY n",
     )
     .bind(messages.iter().map(|m| m.event_id).collect::<Vec<_>>())
@@ -76,6 +81,12 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sql
         messages
             .iter()
             .map(|m| m.payload.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        messages
+            .iter()
+            .map(|m| m.traceparent.as_deref())
             .collect::<Vec<_>>(),
     )
     .execute(conn)
@@ -162,6 +173,7 @@ struct Row {
     message_key: String,
     event_type: String,
     payload: Vec<u8>,
+    traceparent: Option<String>,
 }
 
 impl OutboxRelay {
@@ -226,7 +238,7 @@ impl OutboxRelay {
             .await
             .context("cannot open a transaction")?;
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, event_id, topic, message_key, event_type, payload FROM outbox
+            "SELECT id, event_id, topic, message_key, event_type, payload, traceparent FROM outbox
              WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(BATCH)
@@ -241,10 +253,13 @@ impl OutboxRelay {
             .iter()
             .zip(&event_ids)
             .map(|(row, event_id)| async move {
-                let headers: [(&str, &[u8]); 2] = [
+                let mut headers: Vec<(&str, &[u8])> = vec![
                     (headers::EVENT_TYPE, row.event_type.as_bytes()),
                     (headers::EVENT_ID, event_id.as_bytes()),
                 ];
+                if let Some(traceparent) = &row.traceparent {
+                    headers.push((crate::trace::TRACEPARENT, traceparent.as_bytes()));
+                }
                 let record = OutgoingRecord {
                     topic: &row.topic,
                     key: row.message_key.as_bytes(),

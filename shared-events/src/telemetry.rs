@@ -1,7 +1,17 @@
-//! Logging: readable in a terminal, JSON in containers, filtered by `RUST_LOG`.
+//! Logging and tracing: logs readable in a terminal, JSON in containers, filtered by
+//! `RUST_LOG`; spans exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// The standard variable naming the OTLP collector (OTLP over HTTP with protobuf; the
+/// exporter appends `/v1/traces`).
+pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -9,24 +19,79 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(format: LogFormat) {
+/// Keeps the trace exporter alive; dropping it (at the end of `main`) sends what is left.
+#[must_use = "dropping it stops exporting traces"]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Err(err) = self.provider.shutdown() {
+            tracing::debug!(error = %err, "trace exporter did not shut down cleanly");
+        }
+    }
+}
+
+/// Installs the global subscriber: logs, and OpenTelemetry spans for `service` (or
+/// `OTEL_SERVICE_NAME`). Spans always get trace ids, which travel in every event's headers;
+/// they leave the process only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Call once, from
+/// `main`, and keep the guard until it returns.
+pub fn init(format: LogFormat, service: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,sqlx=warn,tower_http=info"));
     // A log line that cannot be written (the terminal or the pipe reading the logs is gone)
     // is dropped. By default tracing-subscriber reports it on stderr, and printing to a
     // stderr that is gone too panics: a service that lost its terminal could then panic in
     // the middle of shutting down, and hang instead of stopping.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .log_internal_errors(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
+    let logs = tracing_subscriber::fmt::layer().log_internal_errors(false);
+    let logs = match format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .init(),
+            .boxed(),
+    };
+    let (provider, exporting) = tracer_provider(service);
+    let spans = tracing_opentelemetry::layer().with_tracer(provider.tracer("shop"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(spans)
+        .init();
+    match exporting {
+        Ok(Some(endpoint)) => tracing::info!(%endpoint, "exporting traces over OTLP"),
+        Ok(None) => {}
+        Err(err) => tracing::error!(error = %err, "cannot export traces; continuing without"),
+    }
+    Telemetry { provider }
+}
+
+/// A provider that exports over OTLP/HTTP when [`OTLP_ENDPOINT`] is set, and otherwise only
+/// gives spans their ids. The exporter's failure is reported, never fatal.
+fn tracer_provider(service: &str) -> (SdkTracerProvider, Result<Option<String>, String>) {
+    let name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| service.to_owned());
+    let builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(name).build());
+    let endpoint = std::env::var(OTLP_ENDPOINT)
+        .ok()
+        .filter(|endpoint| !endpoint.is_empty());
+    let Some(endpoint) = endpoint else {
+        return (builder.build(), Ok(None));
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build();
+    match exporter {
+        Ok(exporter) => (
+            builder.with_batch_exporter(exporter).build(),
+            Ok(Some(endpoint)),
+        ),
+        Err(err) => (builder.build(), Err(err.to_string())),
     }
 }
 

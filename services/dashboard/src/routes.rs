@@ -22,7 +22,10 @@ const SCRIPT: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/style.css");
 
 pub(crate) fn router(state: State) -> Router {
-    http::with_problem_fallbacks(
+    let mut registry = prometheus_client::registry::Registry::with_prefix("dashboard");
+    let metrics = shared_events::metrics::HttpMetrics::register(&mut registry);
+    let registry = std::sync::Arc::new(registry);
+    let routes = http::with_problem_fallbacks(
         Router::new()
             .route("/", get(|| asset("text/html; charset=utf-8", INDEX)))
             .route(
@@ -39,8 +42,21 @@ pub(crate) fn router(state: State) -> Router {
             .route("/api/load", post(start_load).delete(stop_load))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
+            .route(
+                "/metrics",
+                get(move || async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        shared_events::metrics::encode(&registry),
+                    )
+                }),
+            )
             .with_state(state),
-    )
+    );
+    http::observe(routes, metrics)
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -5,7 +5,7 @@ use shared_events::telemetry;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(config.common.log_format);
+    let _telemetry = telemetry::init(config.common.log_format, inventory_service::IDENTITY.name);
     let app = inventory_service::build(config.into_settings()).await?;
     app.run_until_stopped(telemetry::shutdown_on_signal()).await
 }

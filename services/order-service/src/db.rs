@@ -128,8 +128,8 @@ pub async fn insert_order(
              SELECT new_order.id, line.* FROM new_order,
                     UNNEST($7::int[], $8::text[], $9::int[], $10::bigint[]) AS line
          ), event AS (
-             INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
-             VALUES ($11, $12, $13, $14, $15)
+             INSERT INTO outbox (event_id, topic, message_key, event_type, payload, traceparent)
+             VALUES ($11, $12, $13, $14, $15, $18)
          ), timeline AS (
              INSERT INTO order_timeline (order_id, event_type, at)
              SELECT new_order.id, $14, $6 FROM new_order
@@ -154,6 +154,7 @@ pub async fn insert_order(
     .bind(&event.payload)
     .bind(key)
     .bind(request)
+    .bind(event.traceparent.as_deref())
     .execute(tx)
     .await?;
     Ok(())

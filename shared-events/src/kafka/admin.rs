@@ -11,6 +11,9 @@ use rdkafka::util::Timeout;
 use crate::config::KafkaSettings;
 use crate::topics;
 
+/// How long the presence topic keeps heartbeats: one hour.
+const PRESENCE_RETENTION_MS: &str = "3600000";
+
 /// Creates every topic ([`topics::ALL`]) and its dead-letter topic, and the presence topic,
 /// if they do not exist yet.
 ///
@@ -71,9 +74,15 @@ async fn create_missing(
                 topics::PARTITIONS,
                 TopicReplication::Fixed(settings.topic_replication_factor),
             );
-            match &min_insync {
+            let topic = match &min_insync {
                 Some(n) => topic.set("min.insync.replicas", n),
                 None => topic,
+            };
+            // Heartbeats matter for seconds; an hour of them is plenty to look back on.
+            if name == topics::PRESENCE {
+                topic.set("retention.ms", PRESENCE_RETENTION_MS)
+            } else {
+                topic
             }
         })
         .collect();

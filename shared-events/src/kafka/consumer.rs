@@ -26,7 +26,7 @@ use crate::envelope::{Envelope, Event};
 use crate::health::LoopBeat;
 use crate::metrics::ConsumerMetrics;
 use crate::presence::RecentlyHandled;
-use crate::topics;
+use crate::{topics, trace};
 
 /// A partition of one of the handler's topics: the topic's index in `H::TOPICS`, and the
 /// partition number.
@@ -266,7 +266,7 @@ impl<H: Handler> EventConsumer<H> {
         shutdown: &CancellationToken,
     ) -> Progress {
         if events.len() > 1 {
-            match self.apply(events).await {
+            match self.apply(messages, events).await {
                 Ok(()) => return Progress::Done,
                 Err(err) => tracing::warn!(
                     events = events.len(),
@@ -301,7 +301,10 @@ impl<H: Handler> EventConsumer<H> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match self.apply(std::slice::from_ref(event)).await {
+            let error = match self
+                .apply(std::slice::from_ref(message), std::slice::from_ref(event))
+                .await
+            {
                 Ok(()) => {
                     tracing::debug!(attempt, "event handled");
                     return Progress::Done;
@@ -331,22 +334,35 @@ impl<H: Handler> EventConsumer<H> {
         }
     }
 
-    /// One transaction: claims the events' ids, lets the handler apply those not handled
-    /// before, commits both together.
-    async fn apply(&self, events: &[Envelope<Event>]) -> Result<(), HandlerError> {
+    /// One transaction: claims the events' ids (`events[i]` decoded from `messages[i]`),
+    /// lets the handler apply those not handled before, commits both together. Each of those
+    /// is handled in a span of its own that continues the trace in its `traceparent` header,
+    /// and the events the handler stores about its order continue that span.
+    async fn apply(
+        &self,
+        messages: &[BorrowedMessage<'_>],
+        events: &[Envelope<Event>],
+    ) -> Result<(), HandlerError> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         let ids: Vec<_> = events.iter().map(|event| event.meta.event_id).collect();
         let mut unclaimed: HashSet<_> = crate::db::claim_events(&mut tx, &ids).await?;
         // Taken out as they are met, so an event delivered twice in one batch counts once.
-        let fresh: Vec<&Envelope<Event>> = events
+        let (fresh, spans): (Vec<&Envelope<Event>>, Vec<tracing::Span>) = events
             .iter()
-            .filter(|event| unclaimed.remove(&event.meta.event_id))
+            .zip(messages)
+            .filter(|(event, _)| unclaimed.remove(&event.meta.event_id))
+            .map(|(event, message)| (event, handling_span(message, event)))
+            .unzip();
+        let causes = spans
+            .iter()
+            .zip(&fresh)
+            .filter_map(|(span, event)| Some((event.meta.order_id, trace::traceparent_of(span)?)))
             .collect();
         let applied = if fresh.is_empty() {
             Default::default()
         } else {
-            self.handler.apply(&mut tx, &fresh).await?
+            trace::with_causes(causes, self.handler.apply(&mut tx, &fresh)).await?
         };
         tx.commit().await?;
         if !fresh.is_empty() {
@@ -449,6 +465,29 @@ impl<H: Handler> EventConsumer<H> {
         .await;
         tracing::info!(%group, "consumer stopped and left its group");
     }
+}
+
+/// The span an event's effects are applied in, continuing the trace of whatever caused it.
+fn handling_span(message: &BorrowedMessage<'_>, event: &Envelope<Event>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "handle",
+        otel.name = %format!("{} process", message.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = message.topic(),
+        messaging.kafka.partition = message.partition(),
+        messaging.kafka.offset = message.offset(),
+        event_type = event.meta.event_type.as_str(),
+        order_id = %event.meta.order_id,
+    );
+    let traceparent = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|header| header.key == trace::TRACEPARENT)
+            .and_then(|header| std::str::from_utf8(header.value?).ok())
+    });
+    trace::continue_trace(&span, traceparent);
+    span
 }
 
 /// The span every event is handled in, named as in the logs of a single event.
