@@ -1,7 +1,12 @@
 # syntax=docker/dockerfile:1
 # One image recipe for every service; the build argument names the binary:
 #   docker build --build-arg SERVICE=order-service -t shop/order-service .
-# (order-service, inventory-service, payment-service, email-service, analytics-service)
+# (order-service, inventory-service, payment-service, email-service, analytics-service,
+# dashboard: each a workspace package whose binary has the package's name)
+#
+# The `tools` target puts several command-line tools in one image, without an entrypoint, so
+# the command names the tool (compose's `tools` service):
+#   docker build --target tools --build-arg SERVICE="shop-load shop-dlt" -t shop/tools .
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -17,17 +22,21 @@ WORKDIR /src
 COPY . .
 # sqlx only embeds migrations at compile time; never let it look for a database here.
 ENV SQLX_OFFLINE=true
-# Cache mounts keep the registry and the target dir between builds; the five service builds
-# share one target dir (locked, so they take turns) and reuse the shared-events artefacts.
+# Cache mounts keep the registry and the target dir between builds; the service builds share
+# one target dir (locked, so they take turns) and reuse the shared-events artefacts.
+# SERVICE names one package, or several separated by spaces (the tools image): one
+# `cargo build` with a `-p` for each, then each package's binary of the same name to /out.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     test -n "${SERVICE}" || { echo "build with --build-arg SERVICE=<binary name>" >&2; exit 1; } \
-    && cargo build --release --locked -p "${SERVICE}" \
-    && install -D -m 0755 "target/release/${SERVICE}" "/out/${SERVICE}"
+    && set -- \
+    && for package in ${SERVICE}; do set -- "$@" -p "${package}"; done \
+    && cargo build --release --locked "$@" \
+    && for package in ${SERVICE}; do install -D -m 0755 "target/release/${package}" "/out/${package}"; done
 
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-ARG SERVICE
+# What every image runs on.
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime-base
 # ca-certificates for TLS peers, curl for the compose/k8s health checks.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
@@ -35,18 +44,36 @@ RUN apt-get update \
     && groupadd --system --gid 10001 shop \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin shop \
     && install -d -o 10001 -g 10001 /app
-COPY --from=builder /out/${SERVICE} /usr/local/bin/${SERVICE}
+# Relative paths the binaries default to (the email-service's .data/mail without SMTP_URL)
+# land in a directory the user may write.
+WORKDIR /app
+
+# Command-line tools, each on the PATH under its own name: `docker compose run --rm tools
+# shop-dlt list`. Not the last stage, so a plain `docker build` still makes a service image.
+FROM runtime-base AS tools
+ARG SERVICE
+COPY --from=builder /out/ /usr/local/bin/
+LABEL org.opencontainers.image.title="shop-tools" \
+      org.opencontainers.image.description="shop command-line tools: ${SERVICE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+USER 10001:10001
+CMD ["shop-load", "--help"]
+
+# A service: the one binary named by SERVICE, as PID 1.
+FROM runtime-base AS runtime
+ARG SERVICE
 # Exec-form ENTRYPOINT cannot expand a build argument, so a fixed link points at the binary:
 # it runs as PID 1 and receives SIGTERM directly for a graceful shutdown.
-RUN ln -s "/usr/local/bin/${SERVICE}" /usr/local/bin/service
+RUN case "${SERVICE}" in \
+      "" | *" "*) echo "a service image runs one binary: --build-arg SERVICE=<binary name>" >&2; exit 1 ;; \
+    esac \
+    && ln -s "/usr/local/bin/${SERVICE}" /usr/local/bin/service
+COPY --from=builder /out/${SERVICE} /usr/local/bin/${SERVICE}
 LABEL org.opencontainers.image.title="${SERVICE}" \
       org.opencontainers.image.description="shop ${SERVICE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV SERVICE=${SERVICE} \
     LOG_FORMAT=json
-# Relative paths the services default to (the email-service's .data/mail without SMTP_URL)
-# land in a directory the service user may write.
-WORKDIR /app
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 STOPSIGNAL SIGTERM

@@ -4,7 +4,9 @@
 #      the modern `docker compose` plugin too, when this machine has it;
 #   2. every file the compose file points at (build context, Dockerfile, bind mounts) exists;
 #   3. dclint (npm) checks it against the Compose Specification schema and its lint rules;
-#   4. dockerfile-utils (npm) lints the Dockerfile the five services are built from.
+#   4. dockerfile-utils (npm) lints the Dockerfile the services and tools are built from;
+#   5. promtool checks docker/prometheus/prometheus.yml, and every query of the Grafana
+#      dashboards parses as PromQL; the provisioned files are where Grafana's mounts put them.
 # Tools are installed once into a cache and reused, so a second run takes a few seconds.
 #
 #   scripts/check-compose.sh            # exit status non-zero on any failure
@@ -25,8 +27,10 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || die "docker-compose is missing; install Debian's package: sudo apt-get install docker-compose"
   say "installing docker-compose (Debian package) without the Docker engine it recommends"
   mkdir -p "$cache"
+  # Another apt-get on the machine holds dpkg's lock for a while: wait for it, not fail.
   if ! { apt-get update -qq \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=600 docker-compose
   } >"$cache/apt-docker-compose.log" 2>&1; then
     cat "$cache/apt-docker-compose.log" >&2
     die "installing docker-compose failed"
@@ -50,8 +54,9 @@ for candidate in /usr/bin/python3 python3; do
 done
 [ -n "$py" ] || die "no python3 with PyYAML found (Debian: apt-get install python3-yaml)"
 say "build contexts, Dockerfiles and bind-mount sources exist"
-resolved="$(mktemp)"
-trap 'rm -f "$resolved"' EXIT
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+resolved="$work/resolved.yml"
 docker-compose -f "$compose_file" config >"$resolved"
 "$py" - "$resolved" <<'PY'
 import os, sys, yaml
@@ -103,6 +108,103 @@ echo "    no problems"
 say "dockerfile-utils $(installed_version dockerfile-utils) lint Dockerfile"
 "$npm_prefix/node_modules/.bin/dockerfile-utils" lint Dockerfile
 echo "    no problems"
+
+# --- 5. Prometheus and Grafana ----------------------------------------------------------------
+# promtool comes from Debian's prometheus package (2.42): the .deb is downloaded and only
+# promtool is unpacked into the cache, so no Prometheus server is installed or started. The
+# config uses nothing newer than Prometheus 2, so the older promtool's check applies to it.
+promtool="$cache/promtool/usr/bin/promtool"
+if [ ! -x "$promtool" ]; then
+  command -v apt-get >/dev/null 2>&1 || die "promtool is needed: Debian's prometheus package has it"
+  say "unpacking promtool from Debian's prometheus package into $cache/promtool"
+  mkdir -p "$work/deb" "$cache/promtool"
+  if ! ( cd "$work/deb" && { apt-get download prometheus \
+        || { [ "$(id -u)" -eq 0 ] && apt-get update -qq && apt-get download prometheus; }; }
+  ) >"$cache/apt-promtool.log" 2>&1; then
+    cat "$cache/apt-promtool.log" >&2
+    die "downloading Debian's prometheus package failed"
+  fi
+  dpkg-deb --fsys-tarfile "$work"/deb/prometheus_*.deb | tar -x -C "$cache/promtool" ./usr/bin/promtool
+fi
+say "promtool $("$promtool" --version 2>&1 | awk 'NR == 1 { print $3 }') check config docker/prometheus/prometheus.yml"
+"$promtool" check config docker/prometheus/prometheus.yml
+
+# Grafana reads its provisioning from the container paths compose mounts: follow the mounts
+# back to the repository, check what is there, and hand every dashboard query to promtool
+# as a recording rule (one group per panel, so an error names the panel).
+say "Grafana provisioning: data sources, dashboards, and every query parses as PromQL"
+"$py" - "$resolved" "$work/dashboard-queries.yml" <<'PY'
+import json, os, sys, urllib.parse, yaml
+
+with open(sys.argv[1]) as f:
+    config = yaml.safe_load(f)
+services = config["services"]
+grafana = services["grafana"]
+mounts = {}
+for volume in grafana.get("volumes", []):
+    if isinstance(volume, dict):
+        mounts[volume["target"]] = volume["source"]
+    else:
+        source, target = volume.split(":")[:2]
+        mounts[target] = source
+
+def on_host(path):
+    for target in sorted(mounts, key=len, reverse=True):
+        if path == target or path.startswith(target + "/"):
+            return mounts[target] + path[len(target):]
+    sys.exit(f"grafana: {path} is not mounted from the repository")
+
+def yaml_files(directory):
+    names = sorted(n for n in os.listdir(directory) if n.endswith((".yml", ".yaml")))
+    if not names:
+        sys.exit(f"no provisioning files in {directory}")
+    for name in names:
+        with open(os.path.join(directory, name)) as f:
+            yield name, yaml.safe_load(f)
+
+uids = set()
+for name, doc in yaml_files(on_host("/etc/grafana/provisioning/datasources")):
+    for source in doc["datasources"]:
+        uids.add(source["uid"])
+        url = urllib.parse.urlsplit(source["url"])
+        if url.hostname not in services:
+            sys.exit(f"{name}: data source {source['name']} points at {url.hostname}, not a compose service")
+
+groups = []
+for name, doc in yaml_files(on_host("/etc/grafana/provisioning/dashboards")):
+    for provider in doc["providers"]:
+        directory = on_host(provider["options"]["path"])
+        dashboards = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+        if not dashboards:
+            sys.exit(f"{name}: provider {provider['name']} finds no dashboard in {directory}")
+        for file in dashboards:
+            with open(os.path.join(directory, file)) as f:
+                dashboard = json.load(f)
+            panels = [p for p in dashboard["panels"] if p.get("type") != "row"]
+            ids = [p["id"] for p in dashboard["panels"]]
+            if len(ids) != len(set(ids)):
+                sys.exit(f"{file}: panel ids repeat")
+            for panel in panels:
+                where = f"{file}: panel {panel['id']} ({panel['title']})"
+                if not panel.get("targets"):
+                    sys.exit(f"{where}: no query")
+                rules = []
+                for target in panel["targets"]:
+                    uid = (target.get("datasource") or panel.get("datasource") or {}).get("uid")
+                    if uid not in uids:
+                        sys.exit(f"{where}: data source {uid!r} is not provisioned ({sorted(uids)})")
+                    count = sum(len(g["rules"]) for g in groups) + len(rules) + 1
+                    rules.append({"record": f"dashboard_query_{count}", "expr": target["expr"]})
+                groups.append({"name": where, "rules": rules})
+
+home = grafana.get("environment", {}).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+if home and not os.path.isfile(on_host(home)):
+    sys.exit(f"grafana: the home dashboard {home} is not a provisioned file")
+with open(sys.argv[2], "w") as f:
+    yaml.safe_dump({"groups": groups}, f, sort_keys=False)
+print(f"    {len(uids)} data source(s), {len(groups)} panels")
+PY
+"$promtool" check rules --lint-fatal "$work/dashboard-queries.yml" | sed 's/^/    /'
 
 # --- k8s/ -------------------------------------------------------------------------------------
 mapfile -t manifests < <(find k8s -type f \( -name '*.yaml' -o -name '*.yml' \) 2>/dev/null | sort)
