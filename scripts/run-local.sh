@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole shop on this machine, no Docker: a Tansu broker (durable sqlite storage
 # under the data dir), then the Order Service and the four consumer services against the
-# local PostgreSQL, their logs interleaved in this terminal. Ctrl-C stops everything.
+# local PostgreSQL, and the dashboard (http://127.0.0.1:8088), their logs interleaved in this
+# terminal. Ctrl-C stops everything.
 #
 #   scripts/run-local.sh                           # one instance of each service
 #   scripts/run-local.sh --scale inventory=2       # two inventory instances share the partitions
@@ -48,7 +49,7 @@ tansu=$(scripts/install-tansu.sh)
 say "building the services ($profile)"
 build=(cargo build --locked)
 [ "$profile" = release ] && build+=(--release)
-for service in "${services[@]}"; do build+=(-p "$service"); done
+for service in "${services[@]}" dashboard; do build+=(-p "$service"); done
 "${build[@]}"
 
 mkdir -p "$data_dir/tansu" "$data_dir/mail"
@@ -131,6 +132,16 @@ for service in "${services[@]}"; do
   done
 done
 
+# Reads the instances' heartbeats and the orders' events from Kafka; places orders through the
+# Order Service.
+KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port \
+HTTP_ADDR=127.0.0.1:8088 \
+ORDER_SERVICE_URL=http://127.0.0.1:${port[order-service]} \
+INSTANCE_ID=dashboard \
+  "target/$profile/dashboard" > >(label dashboard "$n") 2>&1 &
+pids+=($!)
+urls+=("$(printf '%-22s http://127.0.0.1:%s' dashboard 8088)")
+
 for url in "${urls[@]}"; do
   for _ in $(seq 600); do
     curl -fs "${url##* }/readyz" >/dev/null 2>&1 && break
@@ -143,6 +154,9 @@ cat >&2 <<MSG
 
 $(printf '\033[1m')shop is running$(printf '\033[0m'). Ctrl-C stops everything.
 $(printf '  %s\n' "${urls[@]}")
+
+  Open the dashboard, http://127.0.0.1:8088, to watch the groups; every service's API is
+  described at /openapi.json and browsable at /docs.
 
   curl -s localhost:8080/products
   curl -si -X POST localhost:8080/orders -H 'content-type: application/json' \\

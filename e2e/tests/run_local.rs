@@ -17,8 +17,8 @@ use nix::unistd::Pid;
 const START: Duration = Duration::from_secs(180);
 /// How soon after Ctrl-C every process must be gone.
 const STOP: Duration = Duration::from_secs(20);
-/// The HTTP ports the script gives the five services.
-const SERVICE_PORTS: [u16; 5] = [8080, 8081, 8082, 8083, 8084];
+/// The HTTP ports the script gives the five services and the dashboard.
+const SERVICE_PORTS: [u16; 6] = [8080, 8081, 8082, 8083, 8084, 8088];
 
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
