@@ -6,7 +6,8 @@
 //! documented operation is routed by construction, passes the result through [`document`]
 //! and merges [`routes`] into its router. [`document`] adds what every service shares: the
 //! [`Problem`] schema, the problem responses every API route can give, and the operational
-//! endpoints that [`crate::http::ops_router`] serves.
+//! endpoints that [`crate::http::ops_router`] serves. A service with probes of its own and no
+//! in-flight limit (the dashboard) uses [`document_without_ops`] and documents them itself.
 
 use std::borrow::Cow;
 
@@ -33,6 +34,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The tag of the endpoints every service has.
 pub const OPS_TAG: &str = "operations";
+const OPS_TAG_DESCRIPTION: &str = "Probes, metrics and this documentation: every service has them";
 
 const SWAGGER_UI_JS: &str = include_str!("../assets/swagger-ui/swagger-ui-bundle.js");
 const SWAGGER_UI_CSS: &str = include_str!("../assets/swagger-ui/swagger-ui.css");
@@ -112,14 +114,24 @@ pub fn document(mut api: OpenApi) -> OpenApi {
     api.merge(OpsApi::openapi());
     let components = api.components.get_or_insert_with(Default::default);
     components
-        .schemas
-        .insert(Problem::name().into_owned(), Problem::schema());
-    components
         .responses
         .insert("Internal".to_owned(), internal_response().into());
     components
         .responses
         .insert("Overloaded".to_owned(), overloaded_response().into());
+    document_without_ops(api)
+}
+
+/// Completes the description of a service that serves its own probes rather than
+/// [`crate::http::ops_router`]'s and is not behind [`crate::http::limit_in_flight`] (the
+/// dashboard): only the [`Problem`] schema and [`routes`]' `/openapi.json` and `/docs`. No
+/// response is added to its operations, so each must document every answer it gives.
+pub fn document_without_ops(mut api: OpenApi) -> OpenApi {
+    api.merge(DocsApi::openapi());
+    api.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .insert(Problem::name().into_owned(), Problem::schema());
     api
 }
 
@@ -233,23 +245,22 @@ async fn asset(content_type: &'static str, body: &'static str) -> impl IntoRespo
     )
 }
 
-/// The operational endpoints, as [`crate::http::ops_router`] and [`routes`] serve them.
+/// The operational endpoints, as [`crate::http::ops_router`] serves them.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(
-        ops::healthz,
-        ops::readyz,
-        ops::metrics,
-        ops::assignment,
-        ops::openapi_json,
-        ops::docs
-    ),
-    tags((
-        name = OPS_TAG,
-        description = "Probes, metrics and this documentation: every service has them"
-    ))
+    paths(ops::healthz, ops::readyz, ops::metrics, ops::assignment),
+    tags((name = OPS_TAG, description = OPS_TAG_DESCRIPTION))
 )]
 struct OpsApi;
+
+/// This documentation, as [`routes`] serves it. The tag is [`OpsApi`]'s, word for word, so
+/// that a document with both lists it once.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(ops::openapi_json, ops::docs),
+    tags((name = OPS_TAG, description = OPS_TAG_DESCRIPTION))
+)]
+struct DocsApi;
 
 /// Signatures for the documentation only: the handlers are [`crate::http::ops_router`]'s
 /// and [`routes`]'s. A test sends a request for every operation documented here to a
@@ -469,6 +480,34 @@ mod tests {
         }
         assert!(spec["components"]["schemas"]["AssignmentSnapshot"].is_object());
         assert!(spec["components"]["schemas"]["AssignedPartition"].is_object());
+        let tags = spec["tags"].as_array().unwrap();
+        assert_eq!(tags.len(), 1, "the ops tag is listed once: {tags:?}");
+        assert_eq!(tags[0]["name"], OPS_TAG);
+    }
+
+    #[test]
+    fn a_service_with_its_own_probes_gets_only_the_problem_schema_and_the_docs() {
+        #[utoipa::path(get, path = "/things", responses((status = 200, body = String)))]
+        #[allow(dead_code)]
+        fn things() {}
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths(things))]
+        struct Api;
+
+        let spec = serde_json::to_value(document_without_ops(Api::openapi())).unwrap();
+        let paths: Vec<_> = spec["paths"].as_object().unwrap().keys().collect();
+        assert_eq!(paths, ["/docs", "/openapi.json", "/things"]);
+        let responses = spec["paths"]["/things"]["get"]["responses"]
+            .as_object()
+            .unwrap();
+        assert_eq!(
+            responses.keys().collect::<Vec<_>>(),
+            ["200"],
+            "nothing added"
+        );
+        assert!(spec["components"]["schemas"]["Problem"].is_object());
+        assert!(spec["components"]["responses"]["Internal"].is_null());
+        assert_eq!(spec["tags"][0]["name"], OPS_TAG);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the page shows, kept from what Kafka says: the instances' heartbeats (their groups,
 //! partitions and lag) and the events about recent orders. Pure state, fed by
-//! [`crate::feed`], read as a [`Snapshot`].
+//! the dashboard's Kafka reader, read as a [`Snapshot`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared_events::presence::{Heartbeat, Status};
 use shared_events::{Envelope, Event, catalog};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Silence after which an instance that did not say it was stopping is shown as gone: three
@@ -69,67 +70,88 @@ impl Instance {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything the page shows at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Snapshot {
     pub generated_at: DateTime<Utc>,
     pub topics: Vec<TopicView>,
+    /// In the order the saga meets them, then any other group by name.
     pub groups: Vec<GroupView>,
+    /// The last 20 orders placed, newest first.
     pub recent_orders: Vec<OrderView>,
     pub load: crate::load::LoadStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A topic the groups read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TopicView {
     pub name: String,
     pub partitions: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A consumer group, as its instances' heartbeats describe it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GroupView {
     pub group: String,
     pub topics: Vec<String>,
+    /// Its instances' together, over the last 5 seconds.
     pub events_per_second: f64,
+    /// Running, stopping and gone, seen within the last 30 seconds.
     pub instances: Vec<InstanceView>,
     /// Every partition of the group's topics, with the running instance that holds it.
     pub partitions: Vec<PartitionView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An instance of a consumer group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InstanceView {
     pub instance_id: String,
     /// `running`, `stopping` (it left its group) or `gone` (silent: killed, or cut off).
     pub status: String,
+    /// Since its last heartbeat.
     pub last_seen_secs: f64,
+    /// Over the last 5 seconds; 0 unless `running`.
     pub events_per_second: f64,
+    /// What its last heartbeat said it holds.
     pub partitions: Vec<PartitionLag>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A partition an instance holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PartitionLag {
     pub topic: String,
     pub partition: i32,
+    /// Events not handled yet; null until librdkafka first reports it.
     pub lag: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A partition of a group's topic, and who holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PartitionView {
     pub topic: String,
     pub partition: i32,
+    /// The running instance that holds it; null while none does.
     pub owner: Option<String>,
     pub lag: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A recent order and what the services did with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderView {
     pub order_id: Uuid,
     pub placed_at: DateTime<Utc>,
+    /// The amount and its currency, e.g. `59.99 EUR`.
     pub total: String,
+    /// `pending`, `confirmed` or `cancelled`.
     pub status: String,
+    /// Why it was cancelled.
     pub status_reason: Option<String>,
+    /// Oldest first.
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An event about an order: published on its topic, or handled by an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Step {
     /// `published`: the event appeared on its topic; `handled`: an instance of `service`
     /// committed its effects.

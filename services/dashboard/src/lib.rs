@@ -9,16 +9,18 @@
 pub mod board;
 pub mod config;
 pub mod load;
-mod routes;
+pub mod routes;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
+use prometheus_client::registry::Registry;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use shared_events::app::stop_on_exit;
+use shared_events::metrics::HttpMetrics;
 use shared_events::presence::Heartbeat;
 use shared_events::{Envelope, http, kafka, topics};
 use tokio::net::TcpListener;
@@ -33,17 +35,40 @@ use crate::load::{LoadRunner, Orders};
 /// How often the page is sent a fresh snapshot.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
-/// What the HTTP handlers share.
+/// What the HTTP handlers share: [`routes::router`]'s state.
 #[derive(Clone)]
-struct State {
+pub struct State {
     board: Arc<Mutex<Board>>,
     load: LoadRunner,
     /// The latest snapshot as JSON, for every open event stream.
     snapshots: watch::Receiver<Arc<str>>,
     kafka: Arc<StreamConsumer>,
+    registry: Arc<Registry>,
+    http_metrics: HttpMetrics,
 }
 
 impl State {
+    /// An empty board and no burst: orders go to `order_service_url`, `/readyz` asks `kafka`.
+    /// What is sent on the returned sender reaches every open `/api/events` stream; once it
+    /// is dropped, the streams end.
+    pub fn new(
+        order_service_url: &str,
+        kafka: Arc<StreamConsumer>,
+    ) -> (Self, watch::Sender<Arc<str>>) {
+        let mut registry = Registry::with_prefix("dashboard");
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let (publish, snapshots) = watch::channel(Arc::<str>::from("{}"));
+        let state = State {
+            board: Arc::default(),
+            load: LoadRunner::new(Orders::new(order_service_url)),
+            snapshots,
+            kafka,
+            registry: Arc::new(registry),
+            http_metrics,
+        };
+        (state, publish)
+    }
+
     fn snapshot_json(&self) -> String {
         let snapshot = self
             .board
@@ -72,15 +97,13 @@ impl Dashboard {
             topics::PAYMENTS,
         ];
         let consumer = kafka::tail(&settings.kafka, &watched).await?;
-        let mut board = Board::default();
-        board.set_topics(partition_counts(&consumer, &topics::ALL).await?);
-        let (publish, snapshots) = watch::channel(Arc::<str>::from("{}"));
-        let state = State {
-            board: Arc::new(Mutex::new(board)),
-            load: LoadRunner::new(Orders::new(&settings.order_service_url)),
-            snapshots,
-            kafka: consumer,
-        };
+        let partitions = partition_counts(&consumer, &topics::ALL).await?;
+        let (state, publish) = State::new(&settings.order_service_url, consumer);
+        state
+            .board
+            .lock()
+            .expect("board lock poisoned")
+            .set_topics(partitions);
         let listener = http::bind(settings.http_addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
         Ok(Dashboard {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use shared_events::catalog;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 pub const MAX_RATE: u32 = 500;
 pub const MAX_SECONDS: u32 = 600;
@@ -18,22 +19,32 @@ pub const MAX_SECONDS: u32 = 600;
 /// queueing, so a slow Order Service shows as failures instead of a growing backlog here.
 const MAX_IN_FLIGHT: usize = 64;
 
-/// What the page shows of the burst.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What the page shows of the burst: the one running, else the last one, else all zeros.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LoadStatus {
     pub running: bool,
+    /// Orders a second.
     pub rate: u32,
+    /// How long it lasts.
     pub seconds: u32,
+    /// Orders the Order Service placed (201).
     pub sent: u64,
+    /// Orders it refused or did not answer, and ticks that found 64 orders still in flight.
     pub failed: u64,
     pub elapsed_secs: f64,
 }
 
+// The bounds are literals (utoipa takes no constants); a test holds them to MAX_RATE and
+// MAX_SECONDS.
 /// A burst asked for.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Burst {
+    /// Orders a second.
+    #[schema(minimum = 1, maximum = 500)]
     pub rate: u32,
+    /// How long it lasts.
+    #[schema(minimum = 1, maximum = 600)]
     pub seconds: u32,
 }
 
@@ -233,7 +244,24 @@ impl LoadRunner {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+    use utoipa::PartialSchema;
+
     use super::*;
+
+    #[test]
+    fn the_burst_schema_states_the_bounds_check_enforces() {
+        let schema = serde_json::to_value(Burst::schema()).unwrap();
+        for (field, max) in [("rate", MAX_RATE), ("seconds", MAX_SECONDS)] {
+            let property = &schema["properties"][field];
+            assert_eq!(property["minimum"], Value::from(1), "{field}");
+            assert_eq!(property["maximum"], Value::from(max), "{field}");
+        }
+        assert_eq!(
+            schema["additionalProperties"], false,
+            "unknown fields are refused"
+        );
+    }
 
     #[test]
     fn a_burst_outside_the_limits_is_refused_naming_the_limit() {
