@@ -9,8 +9,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use e2e::{Consumer, Service, Stack, eventually};
-use rdkafka::Message;
 use rdkafka::message::Headers;
+use rdkafka::{Message, Offset};
 use serde_json::{Value, json};
 use shared_events::{kafka, topics};
 
@@ -50,7 +50,10 @@ async fn every_event_of_an_order_carries_the_trace_of_the_post_that_placed_it() 
     let inventory = stack.start_consumer(Consumer::Inventory, "inv-1").await;
     let payment = stack.start_consumer(Consumer::Payment, "pay-1").await;
     let watched = [topics::ORDERS, topics::INVENTORY, topics::PAYMENTS];
-    let tail = kafka::tail(&stack.kafka(), &watched).await.unwrap();
+    // The broker is this test's own: from the beginning, nothing can be missed.
+    let tail = kafka::tail(&stack.kafka(), &watched, Offset::Beginning)
+        .await
+        .unwrap();
 
     let order_id = place_traced(&stack, &order).await;
 
@@ -109,6 +112,62 @@ async fn every_event_of_an_order_carries_the_trace_of_the_post_that_placed_it() 
     payment.stop().await;
     inventory.stop().await;
     order.stop().await;
+    stack.finish().await;
+}
+
+#[tokio::test]
+async fn without_a_collector_spans_are_not_recorded_but_the_trace_still_travels() {
+    let stack = Stack::start().await;
+    let mut order = stack.order_service_process("untraced");
+    let mut inventory = stack.consumer_process(Consumer::Inventory, "untraced");
+    order.start().await;
+    inventory.start().await;
+    let tail = kafka::tail(
+        &stack.kafka(),
+        &[topics::ORDERS, topics::INVENTORY],
+        Offset::Beginning,
+    )
+    .await
+    .unwrap();
+
+    let order_id = place_traced(&stack, &order).await;
+
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while seen.len() < 2 {
+        let message = tokio::time::timeout_at(deadline, tail.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no answer in time; saw {seen:?}"))
+            .expect("reading the topics");
+        if message.key() != Some(order_id.as_bytes()) {
+            continue;
+        }
+        let header = |name: &str| {
+            message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| String::from_utf8(h.value?.to_vec()).ok())
+            })
+        };
+        let event_type = header("event_type").unwrap();
+        if let Some(traceparent) = header("traceparent") {
+            seen.insert(event_type, traceparent);
+        } else {
+            panic!("{event_type} has no traceparent header");
+        }
+    }
+    for (event_type, traceparent) in &seen {
+        assert!(
+            traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+            "{event_type} left the caller's trace: {traceparent}"
+        );
+    }
+    let (placed, reserved) = (&seen["order_placed"], &seen["stock_reserved"]);
+    assert_ne!(placed, reserved, "each hop has a span id of its own");
+
+    inventory.terminate().await;
+    order.terminate().await;
     stack.finish().await;
 }
 

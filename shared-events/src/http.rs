@@ -361,17 +361,32 @@ pub async fn serve(
             url.path = request.uri().path(),
         );
         // A caller's trace goes on here: the span is a child of its `traceparent`.
-        let traceparent = request
-            .headers()
-            .get(crate::trace::TRACEPARENT)
-            .and_then(|value| value.to_str().ok());
-        crate::trace::continue_trace(&span, traceparent);
+        if crate::trace::recording() {
+            crate::trace::continue_trace(&span, traceparent(request));
+        }
         span
     });
-    axum::serve(listener, router.layer(traced))
+    // Unrecorded, the request's `traceparent` (a child of the caller's) is what the events
+    // it stores carry.
+    let propagated = middleware::from_fn(|request: Request, next: Next| async move {
+        if crate::trace::recording() {
+            return next.run(request).await;
+        }
+        let cause = crate::trace::child_of(traceparent(&request));
+        crate::trace::with_request(cause, next.run(request)).await
+    });
+    axum::serve(listener, router.layer(propagated).layer(traced))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("HTTP server failed")
+}
+
+/// The request's W3C `traceparent` header, if it has one.
+fn traceparent(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(crate::trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
 }
 
 /// Binds the HTTP listener, naming the address in the error.

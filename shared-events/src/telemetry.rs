@@ -22,21 +22,21 @@ pub enum LogFormat {
 /// Keeps the trace exporter alive; dropping it (at the end of `main`) sends what is left.
 #[must_use = "dropping it stops exporting traces"]
 pub struct Telemetry {
-    provider: SdkTracerProvider,
+    provider: Option<SdkTracerProvider>,
 }
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        if let Err(err) = self.provider.shutdown() {
+        if let Some(Err(err)) = self.provider.as_ref().map(SdkTracerProvider::shutdown) {
             tracing::debug!(error = %err, "trace exporter did not shut down cleanly");
         }
     }
 }
 
-/// Installs the global subscriber: logs, and OpenTelemetry spans for `service` (or
-/// `OTEL_SERVICE_NAME`). Spans always get trace ids, which travel in every event's headers;
-/// they leave the process only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Call once, from
-/// `main`, and keep the guard until it returns.
+/// Installs the global subscriber: logs and, when `OTEL_EXPORTER_OTLP_ENDPOINT` names a
+/// collector, OpenTelemetry spans for `service` (or `OTEL_SERVICE_NAME`) exported to it.
+/// Either way every event carries its trace in its headers ([`crate::trace`]). Call once,
+/// from `main`, and keep the guard until it returns.
 pub fn init(format: LogFormat, service: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,sqlx=warn,tower_http=info"));
@@ -53,8 +53,17 @@ pub fn init(format: LogFormat, service: &str) -> Telemetry {
             .with_current_span(true)
             .boxed(),
     };
-    let (provider, exporting) = tracer_provider(service);
-    let spans = tracing_opentelemetry::layer().with_tracer(provider.tracer("shop"));
+    let (provider, exporting) = match otlp_exporter() {
+        Ok(Some((endpoint, exporter))) => {
+            (Some(tracer_provider(service, exporter)), Ok(Some(endpoint)))
+        }
+        Ok(None) => (None, Ok(None)),
+        Err(err) => (None, Err(err)),
+    };
+    let spans = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("shop")));
+    crate::trace::record_spans(spans.is_some());
     tracing_subscriber::registry()
         .with(filter)
         .with(logs)
@@ -68,31 +77,32 @@ pub fn init(format: LogFormat, service: &str) -> Telemetry {
     Telemetry { provider }
 }
 
-/// A provider that exports over OTLP/HTTP when [`OTLP_ENDPOINT`] is set, and otherwise only
-/// gives spans their ids. The exporter's failure is reported, never fatal.
-fn tracer_provider(service: &str) -> (SdkTracerProvider, Result<Option<String>, String>) {
+/// The OTLP/HTTP exporter [`OTLP_ENDPOINT`] asks for, if it is set. Its failure is reported,
+/// never fatal.
+fn otlp_exporter() -> Result<Option<(String, opentelemetry_otlp::SpanExporter)>, String> {
+    let Some(endpoint) = std::env::var(OTLP_ENDPOINT)
+        .ok()
+        .filter(|endpoint| !endpoint.is_empty())
+    else {
+        return Ok(None);
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|err| err.to_string())?;
+    Ok(Some((endpoint, exporter)))
+}
+
+/// Spans of `service` (or `OTEL_SERVICE_NAME`), batched to `exporter` on a thread of its own.
+fn tracer_provider(service: &str, exporter: opentelemetry_otlp::SpanExporter) -> SdkTracerProvider {
     let name = std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| service.to_owned());
-    let builder = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(name).build());
-    let endpoint = std::env::var(OTLP_ENDPOINT)
-        .ok()
-        .filter(|endpoint| !endpoint.is_empty());
-    let Some(endpoint) = endpoint else {
-        return (builder.build(), Ok(None));
-    };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build();
-    match exporter {
-        Ok(exporter) => (
-            builder.with_batch_exporter(exporter).build(),
-            Ok(Some(endpoint)),
-        ),
-        Err(err) => (builder.build(), Err(err.to_string())),
-    }
+    SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(name).build())
+        .with_batch_exporter(exporter)
+        .build()
 }
 
 /// A token cancelled on SIGINT or SIGTERM: what `main` hands to `run_until_stopped`.

@@ -10,13 +10,21 @@
 //! reply was stored" would be the batch's; the replies are keyed by order instead: while a
 //! batch is applied, each order's reply is caused by the span of the event about that order.
 //!
+//! Spans are recorded (OpenTelemetry spans built, with their attributes, for the exporter)
+//! only while [`recording`]: when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector. Otherwise
+//! nobody would read them, and building one per event costs a fifth of a consumer's
+//! throughput (docs/benchmarks.md), so each hop only mints its span id and passes the trace on
+//! ([`child_of`]): the ids in the headers are the same either way.
+//!
 //! [`OutboxMessage::of`]: crate::outbox::OutboxMessage::of
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
@@ -24,9 +32,56 @@ use uuid::Uuid;
 /// The header, as W3C Trace Context names it.
 pub const TRACEPARENT: &str = "traceparent";
 
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
 tokio::task_local! {
     /// While a consumer applies a batch: the `traceparent` of each order's event span.
     static CAUSES: HashMap<Uuid, String>;
+    /// While a request is served and spans are not recorded: its `traceparent`.
+    static REQUEST: String;
+}
+
+/// Whether spans are recorded for an exporter; set once, at start-up, by
+/// [`crate::telemetry::init`] (and by tests that look at spans).
+pub fn record_spans(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
+pub fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
+
+/// The `traceparent` of a hop that does not record its span: `parent`'s trace (when it is a
+/// well-formed `traceparent`) or a new one, with a span id of its own.
+pub fn child_of(parent: Option<&str>) -> String {
+    let ids = RandomIdGenerator::default();
+    let (trace_id, flags) = parent
+        .and_then(parse)
+        .unwrap_or_else(|| (ids.new_trace_id(), 1));
+    format!("00-{trace_id}-{}-{flags:02x}", ids.new_span_id())
+}
+
+/// The trace id and flags of a version-00 `traceparent`.
+fn parse(traceparent: &str) -> Option<(TraceId, u8)> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if version != "00" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    Some((trace_id, u8::from_str_radix(flags, 16).ok()?))
+}
+
+/// Runs `work` (serving a request whose spans are not recorded) with `traceparent` as the
+/// cause of what it stores.
+pub(crate) async fn with_request<F: Future>(traceparent: String, work: F) -> F::Output {
+    REQUEST.scope(traceparent, work).await
 }
 
 /// `span`'s context as a `traceparent` value, if it has one (it does when the
@@ -64,12 +119,13 @@ pub(crate) async fn with_causes<F: Future>(causes: HashMap<Uuid, String>, work: 
 }
 
 /// What caused an event about `order_id`: the span of the event about that order being
-/// handled, else the current span (an HTTP request, a sweep).
+/// handled, else the request being served, else the current span (a sweep).
 pub(crate) fn cause_of(order_id: Uuid) -> Option<String> {
     CAUSES
         .try_with(|causes| causes.get(&order_id).cloned())
         .ok()
         .flatten()
+        .or_else(|| REQUEST.try_with(Clone::clone).ok())
         .or_else(|| traceparent_of(&Span::current()))
 }
 
@@ -103,6 +159,33 @@ mod tests {
             !outgoing.contains("00f067aa0ba902b7"),
             "a new span id: {outgoing}"
         );
+    }
+
+    #[test]
+    fn an_unrecorded_hop_keeps_the_trace_and_mints_its_own_span_id() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let outgoing = child_of(Some(incoming));
+        assert!(
+            outgoing.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{outgoing}"
+        );
+        assert!(outgoing.ends_with("-01"), "{outgoing}");
+        assert!(!outgoing.contains("00f067aa0ba902b7"), "{outgoing}");
+        assert!(parse(&outgoing).is_some(), "{outgoing}");
+        for malformed in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            let fresh = child_of(Some(malformed));
+            assert!(
+                !fresh.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+                "{malformed}"
+            );
+            assert!(parse(&fresh).is_some(), "{fresh}");
+        }
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Dashboard {
             topics::INVENTORY,
             topics::PAYMENTS,
         ];
-        let consumer = kafka::tail(&settings.kafka, &watched).await?;
+        let consumer = kafka::tail(&settings.kafka, &watched, rdkafka::Offset::End).await?;
         let partitions = partition_counts(&consumer, &topics::ALL).await?;
         let (state, publish) = State::new(&settings.order_service_url, consumer);
         state

@@ -38,7 +38,7 @@ async fn app(order_service_url: &str) -> App {
         order_service_url,
         "dashboard-openapi-test",
     );
-    let consumer = shared_events::kafka::tail(&settings.kafka, &[])
+    let consumer = shared_events::kafka::tail(&settings.kafka, &[], rdkafka::Offset::End)
         .await
         .expect("a consumer connects to the mock cluster");
     App {

@@ -348,16 +348,27 @@ impl<H: Handler> EventConsumer<H> {
         let ids: Vec<_> = events.iter().map(|event| event.meta.event_id).collect();
         let mut unclaimed: HashSet<_> = crate::db::claim_events(&mut tx, &ids).await?;
         // Taken out as they are met, so an event delivered twice in one batch counts once.
-        let (fresh, spans): (Vec<&Envelope<Event>>, Vec<tracing::Span>) = events
+        let (fresh, messages): (Vec<&Envelope<Event>>, Vec<&BorrowedMessage<'_>>) = events
             .iter()
             .zip(messages)
             .filter(|(event, _)| unclaimed.remove(&event.meta.event_id))
-            .map(|(event, message)| (event, handling_span(message, event)))
             .unzip();
-        let causes = spans
+        // Recorded spans live until the transaction is over: their duration is its.
+        let mut spans = Vec::new();
+        let causes = fresh
             .iter()
-            .zip(&fresh)
-            .filter_map(|(span, event)| Some((event.meta.order_id, trace::traceparent_of(span)?)))
+            .zip(&messages)
+            .filter_map(|(event, message)| {
+                let cause = if trace::recording() {
+                    let span = handling_span(message, event);
+                    let cause = trace::traceparent_of(&span);
+                    spans.push(span);
+                    cause?
+                } else {
+                    trace::child_of(traceparent(message))
+                };
+                Some((event.meta.order_id, cause))
+            })
             .collect();
         let applied = if fresh.is_empty() {
             Default::default()
@@ -365,6 +376,7 @@ impl<H: Handler> EventConsumer<H> {
             trace::with_causes(causes, self.handler.apply(&mut tx, &fresh)).await?
         };
         tx.commit().await?;
+        drop(spans);
         if !fresh.is_empty() {
             self.outbox_wake.notify_one();
             self.handled.record(&fresh);
@@ -480,14 +492,18 @@ fn handling_span(message: &BorrowedMessage<'_>, event: &Envelope<Event>) -> trac
         event_type = event.meta.event_type.as_str(),
         order_id = %event.meta.order_id,
     );
-    let traceparent = message.headers().and_then(|headers| {
+    trace::continue_trace(&span, traceparent(message));
+    span
+}
+
+/// The message's `traceparent` header, if it has one.
+fn traceparent<'m>(message: &'m BorrowedMessage<'_>) -> Option<&'m str> {
+    message.headers().and_then(|headers| {
         headers
             .iter()
             .find(|header| header.key == trace::TRACEPARENT)
             .and_then(|header| std::str::from_utf8(header.value?).ok())
-    });
-    trace::continue_trace(&span, traceparent);
-    span
+    })
 }
 
 /// The span every event is handled in, named as in the logs of a single event.

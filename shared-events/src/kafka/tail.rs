@@ -10,7 +10,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaSettings;
 
-/// A consumer of every partition of `topics`, from what is published after it starts.
+/// A consumer of every partition of `topics`, from `start` (`Offset::End`: what is published
+/// after it starts; `Offset::Beginning`: everything retained).
 ///
 /// It joins no group and commits nothing, so it never takes partitions from a service's
 /// instances nor shows up among their group's members: any number of observers (dashboards,
@@ -18,6 +19,7 @@ use crate::config::KafkaSettings;
 pub async fn tail(
     settings: &KafkaSettings,
     topics: &[&str],
+    start: Offset,
 ) -> anyhow::Result<Arc<StreamConsumer>> {
     let consumer: StreamConsumer = super::base_config(settings)
         // librdkafka wants a group id even for a consumer that only assigns; it is never
@@ -42,7 +44,7 @@ pub async fn tail(
         }
         for partition in topic.partitions() {
             assignment
-                .add_partition_offset(topic.name(), partition.id(), Offset::End)
+                .add_partition_offset(topic.name(), partition.id(), start)
                 .context("cannot build the assignment")?;
         }
     }
