@@ -28,6 +28,16 @@ fn order() -> Value {
     })
 }
 
+/// A header of a message read from Kafka, as text.
+fn header_of(message: &impl Message, name: &str) -> Option<String> {
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| String::from_utf8(h.value?.to_vec()).ok())
+    })
+}
+
 /// Places an order as a traced caller would, with its own `traceparent`.
 async fn place_traced(stack: &Stack, order_service: &impl Service) -> String {
     let response = stack
@@ -69,14 +79,7 @@ async fn every_event_of_an_order_carries_the_trace_of_the_post_that_placed_it() 
         if message.key() != Some(order_id.as_bytes()) {
             continue;
         }
-        let header = |name: &str| {
-            message.headers().and_then(|headers| {
-                headers
-                    .iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| String::from_utf8(h.value?.to_vec()).ok())
-            })
-        };
+        let header = |name: &str| header_of(&message, name);
         let event_type = header("event_type").expect("every event names its type");
         let traceparent = header("traceparent")
             .unwrap_or_else(|| panic!("{event_type} has no traceparent header"));
@@ -142,14 +145,7 @@ async fn without_a_collector_spans_are_not_recorded_but_the_trace_still_travels(
         if message.key() != Some(order_id.as_bytes()) {
             continue;
         }
-        let header = |name: &str| {
-            message.headers().and_then(|headers| {
-                headers
-                    .iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| String::from_utf8(h.value?.to_vec()).ok())
-            })
-        };
+        let header = |name: &str| header_of(&message, name);
         let event_type = header("event_type").unwrap();
         if let Some(traceparent) = header("traceparent") {
             seen.insert(event_type, traceparent);

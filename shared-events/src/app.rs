@@ -71,16 +71,7 @@ impl<H: Handler> ConsumerApp<H> {
         )
         .await?
         .with_liveness(liveness.register("consumer"));
-        let presence = Presence {
-            producer: producer.clone(),
-            service: settings.name,
-            group: settings.kafka.group_id.clone(),
-            instance_id: settings.instance_id.clone(),
-            topics: H::TOPICS,
-            assignment: consumer.assignment(),
-            metrics,
-            handled: consumer.recently_handled(),
-        };
+        let presence = Presence::of(&consumer, producer.clone(), settings, metrics);
         let ops = OpsState {
             pool,
             registry: Arc::new(registry),

@@ -177,6 +177,16 @@ fn overloaded_response() -> Response {
         .build()
 }
 
+/// A service's API routes on `state`, with their document (completed by [`document`]) served
+/// beside them by [`routes`]: one list of routes makes both.
+pub fn serve<S>(api: utoipa_axum::router::OpenApiRouter<S>, state: S) -> Router
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let (api, spec) = api.split_for_parts();
+    api.with_state(state).merge(routes(document(spec)))
+}
+
 /// Serves `spec` at `/openapi.json` and a viewer for it at `/docs`. Every asset is relative
 /// to the page and compiled in, so the viewer works offline and behind a path prefix.
 pub fn routes(spec: OpenApi) -> Router {

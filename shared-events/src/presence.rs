@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::config::ServiceSettings;
 use crate::envelope::{Envelope, Event};
-use crate::kafka::{AssignedPartition, Assignment, EventProducer, OutgoingRecord};
+use crate::kafka::{
+    AssignedPartition, Assignment, EventConsumer, EventProducer, Handler, OutgoingRecord,
+};
 use crate::metrics::ConsumerMetrics;
 use crate::topics;
 
@@ -99,6 +102,26 @@ pub struct Presence {
 }
 
 impl Presence {
+    /// The heartbeat of the instance `settings` describe, reporting `consumer`'s partitions
+    /// and what it handled.
+    pub fn of<H: Handler>(
+        consumer: &EventConsumer<H>,
+        producer: EventProducer,
+        settings: &ServiceSettings,
+        metrics: ConsumerMetrics,
+    ) -> Self {
+        Presence {
+            producer,
+            service: settings.name,
+            group: settings.kafka.group_id.clone(),
+            instance_id: settings.instance_id.clone(),
+            topics: H::TOPICS,
+            assignment: consumer.assignment(),
+            metrics,
+            handled: consumer.recently_handled(),
+        }
+    }
+
     /// Never fails: a heartbeat the broker does not take is logged and skipped, since the
     /// next one says everything again.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {

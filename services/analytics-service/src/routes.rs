@@ -14,10 +14,7 @@ use crate::db::{self, Stats};
 /// best-selling items, both from confirmed orders only. And its OpenAPI document at
 /// `/openapi.json` and `/docs`.
 pub fn router(pool: PgPool) -> Router {
-    let (routes, spec) = api().split_for_parts();
-    routes
-        .with_state(pool)
-        .merge(openapi::routes(openapi::document(spec)))
+    openapi::serve(api(), pool)
 }
 
 /// The OpenAPI document `/openapi.json` serves.

@@ -6,7 +6,7 @@ use prometheus_client::registry::Registry;
 use shared_events::app::stop_on_exit;
 use shared_events::health::Liveness;
 use shared_events::http::{self, ConsumerInfo, OpsState};
-use shared_events::kafka::{EventConsumer, Handler, RetryPolicy};
+use shared_events::kafka::{EventConsumer, RetryPolicy};
 use shared_events::metrics::{ConsumerMetrics, HttpMetrics};
 use shared_events::outbox::{OutboxRelay, RelayMetrics};
 use shared_events::presence::Presence;
@@ -79,16 +79,7 @@ impl Application {
         )
         .await?
         .with_liveness(liveness.register("consumer"));
-        let presence = Presence {
-            producer: producer.clone(),
-            service: service.name,
-            group: service.kafka.group_id.clone(),
-            instance_id: service.instance_id.clone(),
-            topics: DecideOrders::TOPICS,
-            assignment: consumer.assignment(),
-            metrics: consumer_metrics,
-            handled: consumer.recently_handled(),
-        };
+        let presence = Presence::of(&consumer, producer.clone(), service, consumer_metrics);
         let state = AppState {
             pool: pool.clone(),
             relay_wake: relay_wake.clone(),

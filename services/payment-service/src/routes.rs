@@ -13,10 +13,7 @@ use crate::db::{self, Payment};
 /// `GET /payments`, `GET /payments/{order_id}`, and their OpenAPI document at
 /// `/openapi.json` and `/docs`.
 pub fn router(pool: PgPool) -> Router {
-    let (routes, spec) = api().split_for_parts();
-    routes
-        .with_state(pool)
-        .merge(openapi::routes(openapi::document(spec)))
+    openapi::serve(api(), pool)
 }
 
 /// The OpenAPI document `/openapi.json` serves.

@@ -29,11 +29,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (routes, spec) = api().split_for_parts();
-    routes
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
-        .merge(openapi::routes(openapi::document(spec)))
+    openapi::serve(api().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)), state)
 }
 
 /// The OpenAPI document `/openapi.json` serves.
