@@ -5,6 +5,7 @@
 //! from, producer and consumer creation, the dead-letter path, database bootstrapping and
 //! the operational HTTP endpoints (`/healthz`, `/readyz`, `/metrics`, `/assignment`).
 
+pub mod access;
 pub mod app;
 pub mod catalog;
 pub mod config;

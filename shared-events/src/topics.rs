@@ -35,6 +35,24 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.dlt")
 }
 
+/// [`dead_letter_topic`] of [`ORDERS`], spelled out for the access declarations.
+pub const ORDERS_DLT: &str = "orders.dlt";
+/// [`dead_letter_topic`] of [`INVENTORY`].
+pub const INVENTORY_DLT: &str = "inventory.dlt";
+/// [`dead_letter_topic`] of [`PAYMENTS`].
+pub const PAYMENTS_DLT: &str = "payments.dlt";
+
+/// Every topic the shop uses: the business topics, their dead-letter topics, `presence`.
+pub const EVERY: [&str; 7] = [
+    ORDERS,
+    INVENTORY,
+    PAYMENTS,
+    ORDERS_DLT,
+    INVENTORY_DLT,
+    PAYMENTS_DLT,
+    PRESENCE,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +61,8 @@ mod tests {
     fn the_dead_letter_topic_is_the_topic_name_with_a_dlt_suffix() {
         assert_eq!(dead_letter_topic(ORDERS), "orders.dlt");
         assert_eq!(dead_letter_topic(PAYMENTS), "payments.dlt");
+        assert_eq!(dead_letter_topic(ORDERS), ORDERS_DLT);
+        assert_eq!(dead_letter_topic(INVENTORY), INVENTORY_DLT);
+        assert_eq!(dead_letter_topic(PAYMENTS), PAYMENTS_DLT);
     }
 }
