@@ -7,6 +7,8 @@
 #   scripts/run-local.sh                           # one instance of each service
 #   scripts/run-local.sh --scale inventory=2       # two inventory instances share the partitions
 #   scripts/run-local.sh --release --data-dir /tmp/shop
+#   scripts/run-local.sh --secure                  # Kafka over TLS with a SCRAM user per service,
+#                                                  # PostgreSQL over TLS where the server has it
 #
 # Instance N of a service listens on its port + 100*(N-1): inventory 8081, 8181, 8281...
 # Environment: POSTGRES_URL (default postgres://postgres@127.0.0.1:5432), KAFKA_PORT (9092),
@@ -24,7 +26,8 @@ profile=debug
 data_dir=.data
 kafka_port=${KAFKA_PORT:-9092}
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+secure=false
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --scale)
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
       [[ $count =~ ^[1-6]$ ]] || die "--scale $2: instances must be 1 to 6 (orders has 6 partitions)"
       instances[$name]=$count; shift 2 ;;
     --release) profile=release; shift ;;
+    --secure) secure=true; shift ;;
     --data-dir) [ $# -ge 2 ] || usage 1; data_dir=$2; shift 2 ;;
     -h|--help) usage ;;
     *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 1 ;;
@@ -55,6 +59,28 @@ for service in "${services[@]}" dashboard; do build+=(-p "$service"); done
 mkdir -p "$data_dir/tansu" "$data_dir/mail"
 data_dir=$(cd "$data_dir" && pwd)
 pids=()
+tansu_dir=$data_dir/tansu
+kafka_host=127.0.0.1
+# Each process's Kafka connection: nothing locally, TLS and its own SCRAM user with --secure.
+kafka_env() { :; }
+if $secure; then
+  # shellcheck source=lib/secure.sh
+  source scripts/lib/secure.sh
+  secure_dir=$data_dir/secure
+  # Users live in the broker's storage: a secured broker keeps its own.
+  tansu_dir=$data_dir/tansu-secure
+  kafka_host=localhost
+  mkdir -p "$tansu_dir"
+  secure_certificates "$secure_dir"
+  secure_passwords "$secure_dir" "${services[@]}" dashboard shop-dlt admin
+  secure_bootstrap_broker "$tansu" "$tansu_dir" "$kafka_port" "$secure_dir" "${services[@]}" dashboard shop-dlt admin
+  kafka_env() {
+    printf '%s\n' KAFKA_SECURITY_PROTOCOL=SASL_SSL KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
+      "KAFKA_SASL_USERNAME=$1" "KAFKA_SASL_PASSWORD_FILE=$secure_dir/$1.password" \
+      "KAFKA_SSL_CA_LOCATION=$secure_dir/ca.crt" KAFKA_CREATE_TOPICS=false
+  }
+  postgres_tls=$(secure_postgres_url_options "$POSTGRES_URL")
+fi
 
 # True while the process runs (an exited child stays a zombie until it is waited for).
 running() {
@@ -106,22 +132,35 @@ label() {
   sed -u "s/^/$(printf '\033[%sm%-20s\033[0m' "$colour" "$name") /"
 }
 
-say "starting Tansu on 127.0.0.1:$kafka_port (data: $data_dir/tansu/tansu.db)"
+broker_args=(--listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://$kafka_host:$kafka_port"
+  --storage-engine sqlite://tansu.db)
+$secure && broker_args+=(--authentication --cert "$secure_dir/broker.crt" --key "$secure_dir/broker.key")
+say "starting Tansu on $kafka_host:$kafka_port (data: $tansu_dir/tansu.db)$($secure && echo ', TLS and SASL/SCRAM')"
 # In a session of its own, so Ctrl-C reaches only the services: the broker must outlive them
 # while they commit their offsets and leave their groups; stop_all stops it last.
-( cd "$data_dir/tansu" && exec setsid "$tansu" broker \
-    --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-    --storage-engine sqlite://tansu.db ) > >(label tansu 0) 2>&1 &
+( cd "$tansu_dir" && exec setsid "$tansu" broker "${broker_args[@]}" ) > >(label tansu 0) 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break; sleep 0.1; done
+
+# The service's database URL: over TLS, verifying the server, with --secure when the server
+# has TLS (a local Debian PostgreSQL does, with its "snakeoil" certificate for localhost).
+database_url() {
+  if [ -n "${postgres_tls:-}" ]; then
+    echo "${postgres_tls%%\?*}/$1?${postgres_tls#*\?}"
+  else
+    echo "$POSTGRES_URL/$1"
+  fi
+}
 
 n=1
 urls=()
 for service in "${services[@]}"; do
   for i in $(seq "${instances[$service]}"); do
     http_port=$(( ${port[$service]} + 100 * (i - 1) ))
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port \
-    DATABASE_URL=$POSTGRES_URL/${database[$service]} \
+    mapfile -t extra < <(kafka_env "$service")
+    env "${extra[@]}" \
+    KAFKA_BOOTSTRAP_SERVERS=$kafka_host:$kafka_port \
+    DATABASE_URL=$(database_url "${database[$service]}") \
     HTTP_ADDR=127.0.0.1:$http_port \
     INSTANCE_ID=${service%-service}-$i \
     MAIL_DIR=$data_dir/mail \
@@ -134,7 +173,9 @@ done
 
 # Reads the instances' heartbeats and the orders' events from Kafka; places orders through the
 # Order Service.
-KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port \
+mapfile -t extra < <(kafka_env dashboard)
+env "${extra[@]}" \
+KAFKA_BOOTSTRAP_SERVERS=$kafka_host:$kafka_port \
 HTTP_ADDR=127.0.0.1:8088 \
 ORDER_SERVICE_URL=http://127.0.0.1:${port[order-service]} \
 INSTANCE_ID=dashboard \
@@ -163,6 +204,9 @@ $(printf '  %s\n' "${urls[@]}")
        -d '{"customer_id":"cust-1","customer_email":"ada@example.com","items":[{"sku":"KB-001","quantity":2}]}'
   curl -s localhost:8081/stock; curl -s localhost:8082/payments; curl -s localhost:8083/emails; curl -s localhost:8084/stats
   curl -s localhost:8081/assignment        # which partitions this instance holds
-
+$($secure && printf '\n  Secured: Kafka at %s over TLS (CA %s), a SCRAM user per service\n  (passwords in %s/<user>.password); PostgreSQL %s.\n  shop-dlt as its own user:  %s\n' \
+  "$kafka_host:$kafka_port" "$secure_dir/ca.crt" "$secure_dir" \
+  "$([ -n "${postgres_tls:-}" ] && echo 'over TLS (verify-full)' || echo 'without TLS (the server has ssl off)')" \
+  "$(kafka_env shop-dlt | sed 's/ *$//' | tr '\n' ' ')KAFKA_BOOTSTRAP_SERVERS=$kafka_host:$kafka_port cargo run -p shop-dlt -- list")
 MSG
 wait

@@ -42,7 +42,7 @@ impl Broker {
 
     pub fn bootstrap_servers(&self) -> String {
         match self {
-            Broker::Tansu(tansu) => format!("127.0.0.1:{}", tansu.port),
+            Broker::Tansu(tansu) => format!("{}:{}", tansu.host, tansu.port),
             Broker::Docker { port, .. } => format!("127.0.0.1:{port}"),
         }
     }
@@ -75,28 +75,80 @@ impl Broker {
 
 /// A Tansu broker process with durable sqlite storage in a temporary directory.
 pub struct Tansu {
+    /// What clients are told to connect to: `127.0.0.1`, or `localhost` with TLS (the name
+    /// the broker's certificate carries).
+    host: &'static str,
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// With TLS: the certificate chain and key files.
+    tls: Option<(PathBuf, PathBuf)>,
+    /// Clients must authenticate (SASL PLAIN or SCRAM).
+    authentication: bool,
 }
 
 impl Tansu {
     fn start() -> Tansu {
         let mut tansu = Tansu {
+            host: "127.0.0.1",
             port: free_port(),
             dir: tempfile::Builder::new()
                 .prefix("shop-tansu-")
                 .tempdir()
                 .expect("cannot create a temp dir"),
             child: None,
+            tls: None,
+            authentication: false,
         };
         tansu.spawn();
         tansu
     }
 
-    fn spawn(&mut self) {
+    /// A broker that speaks only TLS (with `cert` and `key`, for `localhost`) and admits
+    /// only clients that authenticate as one of `users` (SCRAM-SHA-512 `(name, password)`).
+    ///
+    /// `tansu user create` cannot authenticate itself, so the users are created while the
+    /// broker runs without authentication on its own data, which it keeps when it is
+    /// restarted with authentication and TLS.
+    pub fn start_secure(cert: PathBuf, key: PathBuf, users: &[(&str, &str)]) -> Tansu {
+        let mut tansu = Tansu::start();
+        for (name, password) in users {
+            let broker = format!("tcp://127.0.0.1:{}", tansu.port);
+            let output = Command::new(tansu_binary())
+                .args([
+                    "user",
+                    "create",
+                    "--broker",
+                    &broker,
+                    "--mechanism",
+                    "scram512",
+                ])
+                .args([name, password])
+                .output()
+                .expect("cannot run tansu user create");
+            assert!(
+                output.status.success(),
+                "tansu user create {name} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        tansu.stop();
+        tansu.host = "localhost";
+        tansu.tls = Some((cert, key));
+        tansu.authentication = true;
+        tansu.spawn();
+        tansu
+    }
+
+    /// Serves the next start with another certificate (rotated, or signed by another CA).
+    pub fn set_certificate(&mut self, cert: PathBuf, key: PathBuf) {
+        self.tls = Some((cert, key));
+    }
+
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "Tansu is already running");
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://{}:{}", self.host, self.port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -108,8 +160,17 @@ impl Tansu {
                 "--listener-url",
                 &listener,
                 "--advertised-listener-url",
-                &listener,
+                &advertised,
             ])
+            .args(self.tls.iter().flat_map(|(cert, key)| {
+                [
+                    "--cert".as_ref(),
+                    cert.as_os_str(),
+                    "--key".as_ref(),
+                    key.as_os_str(),
+                ]
+            }))
+            .args(self.authentication.then_some("--authentication"))
             // A relative sqlite path: Tansu resolves it against its working directory.
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(self.dir.path())
@@ -127,7 +188,7 @@ impl Tansu {
         wait_for_port(self.port);
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

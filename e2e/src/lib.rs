@@ -11,6 +11,7 @@ pub mod broker;
 pub mod database;
 pub mod load;
 pub mod process;
+pub mod secure;
 pub mod stack;
 
 pub use broker::Broker;

@@ -217,7 +217,7 @@ fn service_port() -> u16 {
 /// The service binary beside this test executable (`target/<profile>/`), built first: once
 /// per test process, Cargo brings every service binary up to date (a no-op when it is), so a
 /// test never runs a binary older than its sources.
-fn service_binary(name: &str) -> PathBuf {
+pub fn service_binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let profile_dir = BUILT.get_or_init(|| {
         let test_exe = std::env::current_exe().expect("the test executable has a path");

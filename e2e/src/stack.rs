@@ -50,6 +50,17 @@ pub struct Stack {
     /// Where service processes log.
     pub log_dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// Set for a secured stack ([`Stack::start_secure`]).
+    pub secure: Option<Secured>,
+}
+
+/// What a secured stack's clients need: each principal's credentials, the CA the broker's
+/// certificate is signed by, and PostgreSQL's certificate.
+pub struct Secured {
+    pub pki: crate::secure::Pki,
+    pub credentials: crate::secure::Credentials,
+    /// The certificate PostgreSQL serves, trusted as a root.
+    pub postgres_root: std::path::PathBuf,
 }
 
 /// A service running in this process.
@@ -102,6 +113,46 @@ impl Stack {
         crate::init_logging();
         let backend = Backend::from_env();
         let (broker, database) = tokio::join!(Broker::start(backend), Database::start(backend));
+        Stack::new(backend, broker, database, None)
+    }
+
+    /// A stack where everything is secured: a broker that speaks only TLS and admits only
+    /// SCRAM-SHA-512 users, one per principal, each service connecting as its own; and
+    /// PostgreSQL over TLS, verifying the server's certificate and host name. The topics are
+    /// created by the admin: the services create none. Always the local Tansu broker and
+    /// PostgreSQL, whatever `SHOP_E2E_BACKEND` says.
+    pub async fn start_secure() -> Stack {
+        crate::init_logging();
+        let backend = Backend::Tansu;
+        let pki = crate::secure::Pki::new("shop");
+        let credentials = crate::secure::Credentials::new(&pki.ca);
+        let broker = Broker::Tansu(crate::broker::Tansu::start_secure(
+            pki.cert.clone(),
+            pki.key.clone(),
+            &credentials.users(),
+        ));
+        let database = Database::start(backend).await;
+        let postgres_root = crate::secure::postgres_certificate(&database.server_url).await;
+        let secured = Secured {
+            pki,
+            credentials,
+            postgres_root,
+        };
+        let stack = Stack::new(backend, broker, database, Some(secured));
+        let mut admin = stack.kafka();
+        let secure = stack.secure.as_ref().expect("secured");
+        admin.security = secure.credentials.security_as(
+            shared_events::access::ADMIN,
+            secure.credentials.password("admin"),
+        );
+        admin.create_topics = true;
+        shared_events::kafka::ensure_topics(&admin, &shared_events::topics::EVERY)
+            .await
+            .expect("the admin creates the topics");
+        stack
+    }
+
+    fn new(backend: Backend, broker: Broker, database: Database, secure: Option<Secured>) -> Stack {
         let prefix = format!("e2e_{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         tracing::info!(?backend, bootstrap = %broker.bootstrap_servers(), %prefix, "test stack started");
         Stack {
@@ -121,6 +172,7 @@ impl Stack {
                 .timeout(Duration::from_secs(15))
                 .build()
                 .expect("an HTTP client"),
+            secure,
         }
     }
 
@@ -128,12 +180,22 @@ impl Stack {
         let database = self
             .database
             .url(&format!("{}{}", self.prefix, identity.database));
-        ServiceSettings::for_test(
+        let mut settings = ServiceSettings::for_test(
             identity,
             &self.broker.bootstrap_servers(),
             &database,
             instance,
-        )
+        );
+        if let Some(secure) = &self.secure {
+            let principal = shared_events::access::Principal::of_service(identity.name)
+                .unwrap_or_else(|| panic!("{} is no principal", identity.name));
+            settings.kafka.security = secure.credentials.security(&principal);
+            settings.kafka.create_topics = false;
+            settings.database_url = shared_events::secret::Secret::new(
+                crate::secure::postgres_tls_url(&database, "localhost", &secure.postgres_root),
+            );
+        }
+        settings
     }
 
     pub async fn start_order_service(&self) -> Running {
@@ -149,11 +211,17 @@ impl Stack {
 
     /// Starts the dashboard, placing its orders on `order_service`.
     pub async fn start_dashboard(&self, order_service: &impl Service) -> Running {
-        let settings = dashboard::Settings::for_test(
+        let mut settings = dashboard::Settings::for_test(
             &self.broker.bootstrap_servers(),
             order_service.url("").trim_end_matches('/'),
             "dashboard-1",
         );
+        if let Some(secure) = &self.secure {
+            settings.kafka.security = secure
+                .credentials
+                .security(&shared_events::access::DASHBOARD);
+            settings.kafka.create_topics = false;
+        }
         let app = dashboard::Dashboard::build(settings)
             .await
             .expect("the dashboard failed to start");
@@ -190,7 +258,7 @@ impl Stack {
             Consumer::Email => {
                 let settings = email_service::Settings {
                     service: settings,
-                    smtp_url: None,
+                    smtp: None,
                     mail_dir: self.mail_dir.path().to_owned(),
                     mail_from: "Shop <shop@example.com>".to_owned(),
                 };
@@ -204,7 +272,7 @@ impl Stack {
     pub async fn start_email_via_smtp(&self, instance: &str, smtp_url: &str) -> Running {
         let settings = email_service::Settings {
             service: self.settings(email_service::IDENTITY, instance),
-            smtp_url: Some(smtp_url.to_owned()),
+            smtp: Some(email_service::mailer::SmtpSettings::url(smtp_url)),
             mail_dir: self.mail_dir.path().to_owned(),
             mail_from: "Shop <shop@example.com>".to_owned(),
         };
@@ -238,18 +306,30 @@ impl Stack {
             .url(&format!("{}{}", self.prefix, identity.database));
         let log_filter = std::env::var("SHOP_E2E_SERVICE_LOG")
             .unwrap_or_else(|_| "info,rdkafka=warn,sqlx=warn,tower_http=warn".into());
-        vec![
+        let mut env = vec![
             (
                 "KAFKA_BOOTSTRAP_SERVERS".into(),
                 self.broker.bootstrap_servers(),
             ),
-            ("DATABASE_URL".into(), database),
             (
                 "INSTANCE_ID".into(),
                 format!("{}-{instance}", identity.name),
             ),
             ("RUST_LOG".into(), log_filter),
-        ]
+        ];
+        match &self.secure {
+            None => env.push(("DATABASE_URL".into(), database)),
+            Some(secure) => {
+                let principal = shared_events::access::Principal::of_service(identity.name)
+                    .unwrap_or_else(|| panic!("{} is no principal", identity.name));
+                env.extend(secure.credentials.env(&principal, self.log_dir.path()));
+                env.push(("KAFKA_CREATE_TOPICS".into(), "false".into()));
+                let url =
+                    crate::secure::postgres_tls_url(&database, "localhost", &secure.postgres_root);
+                env.push(("DATABASE_URL".into(), url));
+            }
+        }
+        env
     }
 
     fn process(

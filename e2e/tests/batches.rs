@@ -102,7 +102,7 @@ async fn rows(stack: &Stack, database: &str, sql: &str) -> i64 {
 async fn a_backlog_with_redeliveries_and_poison_is_applied_once_in_batches_and_the_poison_parked_alone()
  {
     let stack = Stack::start().await;
-    shared_events::kafka::ensure_topics(&stack.kafka())
+    shared_events::kafka::ensure_topics(&stack.kafka(), &shared_events::topics::EVERY)
         .await
         .unwrap();
     let producer = EventProducer::connect(&stack.kafka(), Duration::from_secs(30))

@@ -9,9 +9,9 @@ use e2e::stack::spawn_consumer;
 use e2e::{Consumer, Service, Stack, eventually};
 use serde_json::{Value, json};
 use shared_events::Envelope;
+use shared_events::Event;
 use shared_events::app::ConsumerApp;
 use shared_events::kafka::{Applied, Handler, HandlerError, RetryPolicy};
-use shared_events::{Event, topics};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Semaphore;
 
@@ -141,7 +141,7 @@ struct Hangs {
 }
 
 impl Handler for Hangs {
-    const TOPICS: &'static [&'static str] = &[topics::ORDERS];
+    const PRINCIPAL: shared_events::access::Principal = shared_events::access::INVENTORY_SERVICE;
 
     async fn apply(
         &self,
@@ -218,7 +218,9 @@ async fn healthz_fails_while_the_relay_is_stuck_on_its_database() {
     holds_all_partitions(&stack, &inventory).await;
 
     // Another session holds the outbox: the relay's next poll waits for it.
-    let mut blocker = PgConnection::connect(&settings.database_url).await.unwrap();
+    let mut blocker = PgConnection::connect(settings.database_url.expose())
+        .await
+        .unwrap();
     let mut tx = blocker.begin().await.unwrap();
     sqlx::query("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *tx)

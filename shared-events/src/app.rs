@@ -22,6 +22,7 @@ use crate::presence::Presence;
 pub struct ConsumerApp<H> {
     listener: TcpListener,
     router: Router,
+    limits: http::ServerLimits,
     consumer: EventConsumer<H>,
     relay: OutboxRelay,
     presence: Presence,
@@ -38,7 +39,7 @@ impl<H: Handler> ConsumerApp<H> {
         retry: RetryPolicy,
     ) -> anyhow::Result<Self> {
         settings.validate().map_err(anyhow::Error::msg)?;
-        kafka::ensure_topics(&settings.kafka).await?;
+        kafka::ensure_topics(&settings.kafka, &H::PRINCIPAL.topics()).await?;
         let mut registry = Registry::with_prefix(settings.name.replace('-', "_"));
         let metrics = ConsumerMetrics::register(&mut registry);
         let shed = prometheus_client::metrics::counter::Counter::default();
@@ -89,6 +90,7 @@ impl<H: Handler> ConsumerApp<H> {
         let api = http::limit_in_flight(routes, settings.http_max_in_flight, shed);
         Ok(ConsumerApp {
             listener,
+            limits: settings.http_limits,
             router: http::observe(
                 http::with_problem_fallbacks(api.merge(http::ops_router(ops))),
                 http_metrics,
@@ -112,7 +114,10 @@ impl<H: Handler> ConsumerApp<H> {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stop = shutdown.child_token();
         let relay_stop = CancellationToken::new();
-        let server = stop_on_exit(&stop, http::serve(self.listener, self.router, stop.clone()));
+        let server = stop_on_exit(
+            &stop,
+            http::serve(self.listener, self.router, self.limits, stop.clone()),
+        );
         let consumer = async {
             let result = stop_on_exit(&stop, self.consumer.run(stop.clone())).await;
             relay_stop.cancel();

@@ -2,8 +2,12 @@
 //! developer's machine. Tests build [`ServiceSettings`] directly and override what they need.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::{ServerLimits, ServerLimitsArgs};
+use crate::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
+use crate::secret::{self, Secret};
 use crate::telemetry::LogFormat;
 
 /// What makes one service different from another before any configuration is read.
@@ -26,9 +30,25 @@ pub struct CommonArgs {
         default_value = "127.0.0.1:9092"
     )]
     pub kafka_bootstrap_servers: String,
-    /// PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/<the service's database>].
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub kafka_security: KafkaSecurityArgs,
+    /// Create the shop's topics if they are missing (a laptop's broker). `false` on a cluster
+    /// where an admin creates them: the service then only waits for the topics it uses.
+    #[arg(long, env = "KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kafka_create_topics: bool,
+    /// PostgreSQL URL, TLS options included (`?sslmode=verify-full&sslrootcert=/ca.crt`)
+    /// [default: postgres://postgres@127.0.0.1:5432/<the service's database>].
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// A file holding DATABASE_URL.
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// The database password, replacing DATABASE_URL's (so the URL need hold none).
+    #[arg(long, env = "DATABASE_PASSWORD", hide_env_values = true)]
+    pub database_password: Option<Secret>,
+    /// A file holding DATABASE_PASSWORD.
+    #[arg(long, env = "DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
     /// Address the HTTP server binds [default: 0.0.0.0:<the service's port>].
     #[arg(long, env = "HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
@@ -59,6 +79,8 @@ pub struct CommonArgs {
     /// stays a few milliseconds long (see docs/architecture.md).
     #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 64)]
     pub http_max_in_flight: usize,
+    #[command(flatten)]
+    pub http_limits: ServerLimitsArgs,
     /// How often the outbox relay looks for unpublished events written by other instances
     /// (its own instance wakes it at once).
     #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 500)]
@@ -84,6 +106,10 @@ pub struct CommonArgs {
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     pub bootstrap_servers: String,
+    /// TLS, SASL and any further client properties.
+    pub security: KafkaSecurity,
+    /// Whether to create missing topics, or only wait for those in use to exist.
+    pub create_topics: bool,
     pub group_id: String,
     pub client_id: String,
     pub topic_replication_factor: i32,
@@ -98,9 +124,11 @@ pub struct ServiceSettings {
     pub name: &'static str,
     pub instance_id: String,
     pub http_addr: SocketAddr,
-    pub database_url: String,
+    pub database_url: Secret,
     pub database_pool_size: u32,
     pub http_max_in_flight: usize,
+    /// Time-outs and the connection bound that protect the HTTP server from slow clients.
+    pub http_limits: ServerLimits,
     pub outbox_poll_interval: Duration,
     /// How long the relay's producer retries one event (`delivery.timeout.ms`).
     pub message_timeout: Duration,
@@ -119,13 +147,14 @@ impl ServiceSettings {
         let mut command = command;
         let args = CommonArgs::from_arg_matches(&command.get_matches_mut())
             .unwrap_or_else(|err| err.exit());
-        let settings = ServiceSettings::from_args(identity, args);
-        if let Err(problem) = settings.validate() {
-            command
+        match ServiceSettings::from_args(identity, args)
+            .and_then(|settings| settings.validate().map(|()| settings))
+        {
+            Ok(settings) => settings,
+            Err(problem) => command
                 .error(clap::error::ErrorKind::ArgumentConflict, problem)
-                .exit();
+                .exit(),
         }
-        settings
     }
 
     /// Refuses combinations that cannot work, naming the variables.
@@ -142,7 +171,11 @@ impl ServiceSettings {
         Ok(())
     }
 
-    pub fn from_args(identity: ServiceIdentity, args: CommonArgs) -> Self {
+    /// Resolves the arguments: reads the files they name (secrets, the Kafka properties
+    /// file) and refuses settings that cannot work together, naming the variable.
+    pub fn from_args(identity: ServiceIdentity, args: CommonArgs) -> Result<Self, String> {
+        let security = KafkaSecurity::from_args(&args.kafka_security)?;
+        let database_url = database_url(identity, &args)?;
         let instance_id = args.instance_id.unwrap_or_else(|| {
             // In a container the pid is always 1, but the hostname differs per replica.
             match std::env::var("HOSTNAME") {
@@ -150,22 +183,23 @@ impl ServiceSettings {
                 _ => format!("{}-{}", identity.name, std::process::id()),
             }
         });
-        ServiceSettings {
+        Ok(ServiceSettings {
             name: identity.name,
             http_addr: args.http_addr.unwrap_or(SocketAddr::from((
                 Ipv4Addr::UNSPECIFIED,
                 identity.http_port,
             ))),
-            database_url: args.database_url.unwrap_or_else(|| {
-                format!("postgres://postgres@127.0.0.1:5432/{}", identity.database)
-            }),
+            database_url,
             database_pool_size: args.database_pool_size,
             http_max_in_flight: args.http_max_in_flight,
+            http_limits: args.http_limits.resolve(),
             outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
             message_timeout: Duration::from_millis(args.kafka_message_timeout_ms),
             stuck_after: Duration::from_secs(args.health_stuck_after_secs),
             kafka: KafkaSettings {
                 bootstrap_servers: args.kafka_bootstrap_servers,
+                security,
+                create_topics: args.kafka_create_topics,
                 group_id: args
                     .kafka_group_id
                     .unwrap_or_else(|| identity.name.to_owned()),
@@ -177,7 +211,7 @@ impl ServiceSettings {
             },
             instance_id,
             log_format: args.log_format,
-        }
+        })
     }
 
     /// Settings for a test: port 0, the given broker and database, short time-outs.
@@ -191,7 +225,12 @@ impl ServiceSettings {
             identity,
             CommonArgs {
                 kafka_bootstrap_servers: bootstrap_servers.to_owned(),
-                database_url: Some(database_url.to_owned()),
+                kafka_security: KafkaSecurityArgs::default(),
+                kafka_create_topics: true,
+                database_url: Some(Secret::new(database_url)),
+                database_url_file: None,
+                database_password: None,
+                database_password_file: None,
                 http_addr: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
                 kafka_group_id: None,
                 instance_id: Some(instance_id.to_owned()),
@@ -200,6 +239,7 @@ impl ServiceSettings {
                 kafka_session_timeout_ms: 6_000,
                 database_pool_size: 10,
                 http_max_in_flight: 64,
+                http_limits: ServerLimitsArgs::default(),
                 outbox_poll_interval_ms: 200,
                 kafka_message_timeout_ms: 60_000,
                 health_stuck_after_secs: 300,
@@ -207,5 +247,48 @@ impl ServiceSettings {
                 log_format: LogFormat::Text,
             },
         )
+        .expect("test settings are valid")
     }
+}
+
+/// The settings, or else the configuration problem printed as `clap` prints its own errors,
+/// and exit with status 2: a service's `main` resolves its settings through this.
+pub fn or_exit<C: clap::CommandFactory, T>(resolved: Result<T, String>) -> T {
+    resolved.unwrap_or_else(|problem| {
+        C::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, problem)
+            .exit()
+    })
+}
+
+/// DATABASE_URL (or its file, or the default), with DATABASE_PASSWORD put in if given.
+fn database_url(identity: ServiceIdentity, args: &CommonArgs) -> Result<Secret, String> {
+    let url = secret::resolve(
+        "DATABASE_URL",
+        args.database_url.clone(),
+        args.database_url_file.as_deref(),
+    )?
+    .unwrap_or_else(|| {
+        Secret::new(format!(
+            "postgres://postgres@127.0.0.1:5432/{}",
+            identity.database
+        ))
+    });
+    let Some(password) = secret::resolve(
+        "DATABASE_PASSWORD",
+        args.database_password.clone(),
+        args.database_password_file.as_deref(),
+    )?
+    else {
+        return Ok(url);
+    };
+    let mut parsed =
+        url::Url::parse(url.expose()).map_err(|err| format!("DATABASE_URL is not a URL: {err}"))?;
+    if parsed.username().is_empty() {
+        return Err("DATABASE_PASSWORD is set but DATABASE_URL names no user".to_owned());
+    }
+    parsed
+        .set_password(Some(password.expose()))
+        .map_err(|()| "DATABASE_URL cannot take a password".to_owned())?;
+    Ok(Secret::new(parsed.to_string()))
 }

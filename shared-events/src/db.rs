@@ -16,7 +16,7 @@ use crate::config::ServiceSettings;
 /// Creating the database here keeps "database per service" a one-command affair locally;
 /// several instances racing to create it is harmless.
 pub async fn connect(settings: &ServiceSettings, migrator: &Migrator) -> anyhow::Result<PgPool> {
-    let url = settings.database_url.as_str();
+    let url = settings.database_url.expose();
     let timeout = settings.kafka.startup_timeout;
     let shown = redact(url);
     let exists = tokio::time::timeout(timeout, Postgres::database_exists(url))
@@ -76,11 +76,5 @@ pub async fn claim_events(
 
 /// The URL without its password, for logs and error messages.
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
+    crate::secret::redact_url(url)
 }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 pub mod presence;
+pub mod secret;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use shared_events::kafka::{Applied, Handler, HandlerError};
-use shared_events::{Envelope, Event, OrderLine, topics};
+use shared_events::{Envelope, Event, OrderLine};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -85,7 +85,7 @@ impl<'a> Count<'a> {
 }
 
 impl Handler for CountOrders {
-    const TOPICS: &'static [&'static str] = &[topics::ORDERS];
+    const PRINCIPAL: shared_events::access::Principal = shared_events::access::ANALYTICS_SERVICE;
 
     async fn apply(
         &self,

@@ -2,6 +2,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use shared_events::config::KafkaSettings;
+use shared_events::http::{ServerLimits, ServerLimitsArgs};
+use shared_events::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
 use shared_events::telemetry::LogFormat;
 
 /// The dashboard's environment. It has no database: everything it shows comes from Kafka,
@@ -19,6 +21,14 @@ pub struct Config {
         default_value = "127.0.0.1:9092"
     )]
     pub kafka_bootstrap_servers: String,
+    #[command(flatten)]
+    pub kafka_security: KafkaSecurityArgs,
+    /// Create the shop's topics if they are missing (a laptop's broker); `false` where an
+    /// admin creates them, and the dashboard, which only reads, may not.
+    #[arg(long, env = "KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kafka_create_topics: bool,
+    #[command(flatten)]
+    pub http_limits: ServerLimitsArgs,
     /// Address the HTTP server binds.
     #[arg(long, env = "HTTP_ADDR", default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8088)))]
     pub http_addr: SocketAddr,
@@ -43,24 +53,31 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub http_addr: SocketAddr,
+    pub http_limits: ServerLimits,
     pub order_service_url: String,
     pub kafka: KafkaSettings,
     pub log_format: LogFormat,
 }
 
 impl Config {
-    pub fn resolve(self) -> Settings {
+    /// Reads the files the settings name and checks them together, naming the variable at
+    /// fault.
+    pub fn resolve(self) -> Result<Settings, String> {
+        let security = KafkaSecurity::from_args(&self.kafka_security)?;
         let instance_id = self
             .instance_id
             .unwrap_or_else(|| match std::env::var("HOSTNAME") {
                 Ok(host) if !host.is_empty() => format!("dashboard-{host}"),
                 _ => format!("dashboard-{}", std::process::id()),
             });
-        Settings {
+        Ok(Settings {
             http_addr: self.http_addr,
+            http_limits: self.http_limits.resolve(),
             order_service_url: self.order_service_url.trim_end_matches('/').to_owned(),
             kafka: KafkaSettings {
                 bootstrap_servers: self.kafka_bootstrap_servers,
+                security,
+                create_topics: self.kafka_create_topics,
                 group_id: instance_id.clone(),
                 client_id: instance_id,
                 topic_replication_factor: 1,
@@ -69,7 +86,7 @@ impl Config {
                 startup_timeout: Duration::from_secs(self.startup_timeout_secs),
             },
             log_format: self.log_format,
-        }
+        })
     }
 }
 
@@ -78,6 +95,9 @@ impl Settings {
     pub fn for_test(bootstrap_servers: &str, order_service_url: &str, instance_id: &str) -> Self {
         Config {
             kafka_bootstrap_servers: bootstrap_servers.to_owned(),
+            kafka_security: KafkaSecurityArgs::default(),
+            kafka_create_topics: true,
+            http_limits: ServerLimitsArgs::default(),
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             order_service_url: order_service_url.to_owned(),
             instance_id: Some(instance_id.to_owned()),
@@ -85,5 +105,6 @@ impl Settings {
             log_format: LogFormat::Text,
         }
         .resolve()
+        .expect("test settings are valid")
     }
 }

@@ -82,6 +82,7 @@ impl State {
 pub struct Dashboard {
     listener: TcpListener,
     router: Router,
+    limits: http::ServerLimits,
     state: State,
     publish: watch::Sender<Arc<str>>,
 }
@@ -89,14 +90,9 @@ pub struct Dashboard {
 impl Dashboard {
     /// Creates the topics if needed, starts reading them from their end and binds the port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        kafka::ensure_topics(&settings.kafka).await?;
-        let watched = [
-            topics::PRESENCE,
-            topics::ORDERS,
-            topics::INVENTORY,
-            topics::PAYMENTS,
-        ];
-        let consumer = kafka::tail(&settings.kafka, &watched, rdkafka::Offset::End).await?;
+        let watched = shared_events::access::DASHBOARD.reads;
+        kafka::ensure_topics(&settings.kafka, watched).await?;
+        let consumer = kafka::tail(&settings.kafka, watched, rdkafka::Offset::End).await?;
         let partitions = partition_counts(&consumer, &topics::ALL).await?;
         let (state, publish) = State::new(&settings.order_service_url, consumer);
         state
@@ -109,6 +105,7 @@ impl Dashboard {
         Ok(Dashboard {
             listener,
             router: routes::router(state.clone()),
+            limits: settings.http_limits,
             state,
             publish,
         })
@@ -124,7 +121,10 @@ impl Dashboard {
     /// Serves and follows Kafka until `shutdown`; a burst in progress is stopped.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stop = shutdown.child_token();
-        let server = stop_on_exit(&stop, http::serve(self.listener, self.router, stop.clone()));
+        let server = stop_on_exit(
+            &stop,
+            http::serve(self.listener, self.router, self.limits, stop.clone()),
+        );
         let feed = stop_on_exit(&stop, follow(self.state.clone(), stop.clone()));
         let publisher = stop_on_exit(
             &stop,

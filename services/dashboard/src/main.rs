@@ -1,9 +1,15 @@
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use shared_events::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = dashboard::Config::parse().resolve();
+    let settings = dashboard::Config::parse()
+        .resolve()
+        .unwrap_or_else(|problem| {
+            dashboard::Config::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, problem)
+                .exit()
+        });
     let _telemetry = telemetry::init(settings.log_format, "dashboard");
     let app = dashboard::Dashboard::build(settings).await?;
     app.run_until_stopped(telemetry::shutdown_on_signal()).await

@@ -14,7 +14,7 @@ use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use shared_events::catalog::money;
 use shared_events::kafka::{Applied, Handler, HandlerError};
-use shared_events::{Envelope, Event, OrderLine, email, topics};
+use shared_events::{Envelope, Event, OrderLine, email};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -104,7 +104,7 @@ struct Mail {
 }
 
 impl Handler for NotifyCustomer {
-    const TOPICS: &'static [&'static str] = &[topics::ORDERS];
+    const PRINCIPAL: shared_events::access::Principal = shared_events::access::EMAIL_SERVICE;
 
     async fn apply(
         &self,

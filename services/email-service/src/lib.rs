@@ -24,7 +24,8 @@ pub type Application = ConsumerApp<NotifyCustomer>;
 
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let service = &settings.service;
-    let mailer = mailer::Mailer::new(settings.smtp_url.as_deref(), &settings.mail_dir)?;
+    let mailer = mailer::Mailer::new(settings.smtp.as_ref(), &settings.mail_dir)?;
+    mailer.check(std::time::Duration::from_secs(10)).await?;
     let from = settings
         .mail_from
         .parse()

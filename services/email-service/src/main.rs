@@ -1,11 +1,14 @@
 use clap::Parser;
 use email_service::Config;
+use shared_events::config::or_exit;
 use shared_events::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let _telemetry = telemetry::init(config.common.log_format, email_service::IDENTITY.name);
-    let app = email_service::build(config.into_settings()).await?;
+    let log_format = config.common.log_format;
+    let settings = or_exit::<Config, _>(config.into_settings());
+    let _telemetry = telemetry::init(log_format, email_service::IDENTITY.name);
+    let app = email_service::build(settings).await?;
     app.run_until_stopped(telemetry::shutdown_on_signal()).await
 }

@@ -29,11 +29,12 @@ pub struct Settings {
 }
 
 impl Config {
-    pub fn into_settings(self) -> Settings {
-        Settings {
-            service: ServiceSettings::from_args(IDENTITY, self.common),
+    /// Reads the files the settings name and checks them, naming the variable at fault.
+    pub fn into_settings(self) -> Result<Settings, String> {
+        Ok(Settings {
+            service: ServiceSettings::from_args(IDENTITY, self.common)?,
             initial_stock: self.initial_stock,
-        }
+        })
     }
 }
 

@@ -16,7 +16,6 @@ use shared_events::kafka::{self, Applied, Handler, HandlerError, OrderBatch};
 use shared_events::outbox::{self, OutboxMessage};
 use shared_events::{
     Envelope, Event, OrderCancelled, OrderPlaced, StockRejected, StockReleased, StockReserved,
-    topics,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -29,7 +28,7 @@ pub const CANCELLED_BEFORE_PLACED: &str = "cancelled before inventory saw the or
 pub struct ReserveStock;
 
 impl Handler for ReserveStock {
-    const TOPICS: &'static [&'static str] = &[topics::ORDERS];
+    const PRINCIPAL: shared_events::access::Principal = shared_events::access::INVENTORY_SERVICE;
 
     async fn apply(
         &self,

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use shared_events::catalog::money;
 use shared_events::kafka::{Applied, Handler, HandlerError};
 use shared_events::outbox::{self, OutboxMessage};
-use shared_events::{Envelope, Event, OrderCancelled, OrderConfirmed, topics};
+use shared_events::{Envelope, Event, OrderCancelled, OrderConfirmed};
 use sqlx::{FromRow, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +71,7 @@ struct Step {
 }
 
 impl Handler for DecideOrders {
-    const TOPICS: &'static [&'static str] = &[topics::INVENTORY, topics::PAYMENTS];
+    const PRINCIPAL: shared_events::access::Principal = shared_events::access::ORDER_SERVICE;
 
     async fn apply(
         &self,

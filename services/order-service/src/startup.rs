@@ -26,6 +26,7 @@ use crate::saga::{self, DecideOrders};
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: http::ServerLimits,
     relay: OutboxRelay,
     consumer: EventConsumer<DecideOrders>,
     presence: Presence,
@@ -46,7 +47,11 @@ impl Application {
         service.validate().map_err(anyhow::Error::msg)?;
         let pool = shared_db::connect(service, &db::MIGRATOR).await?;
         db::seed_catalog(&pool).await?;
-        kafka::ensure_topics(&service.kafka).await?;
+        kafka::ensure_topics(
+            &service.kafka,
+            &shared_events::access::ORDER_SERVICE.topics(),
+        )
+        .await?;
         let producer =
             kafka::EventProducer::connect(&service.kafka, service.message_timeout).await?;
 
@@ -115,6 +120,7 @@ impl Application {
         Ok(Application {
             listener,
             router,
+            limits: service.http_limits,
             relay,
             consumer,
             presence,
@@ -138,7 +144,10 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stop = shutdown.child_token();
         let relay_stop = CancellationToken::new();
-        let server = stop_on_exit(&stop, http::serve(self.listener, self.router, stop.clone()));
+        let server = stop_on_exit(
+            &stop,
+            http::serve(self.listener, self.router, self.limits, stop.clone()),
+        );
         let consumer = stop_on_exit(&stop, self.consumer.run(stop.clone()));
         let sweep = stop_on_exit(
             &stop,

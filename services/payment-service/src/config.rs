@@ -34,11 +34,12 @@ pub struct Settings {
 }
 
 impl Config {
-    pub fn into_settings(self) -> Settings {
-        Settings {
-            service: ServiceSettings::from_args(IDENTITY, self.common),
+    /// Reads the files the settings name and checks them, naming the variable at fault.
+    pub fn into_settings(self) -> Result<Settings, String> {
+        Ok(Settings {
+            service: ServiceSettings::from_args(IDENTITY, self.common)?,
             card_limit_cents: self.card_limit_cents,
-        }
+        })
     }
 }
 
@@ -60,7 +61,10 @@ mod tests {
     #[test]
     fn the_card_limit_is_configurable_and_never_negative() {
         let config = Config::try_parse_from(["payment-service", "--card-limit-cents", "5000"]);
-        assert_eq!(config.unwrap().into_settings().card_limit_cents, 5_000);
+        assert_eq!(
+            config.unwrap().into_settings().unwrap().card_limit_cents,
+            5_000
+        );
         let negative = Config::try_parse_from(["payment-service", "--card-limit-cents", "-1"]);
         assert!(negative.is_err());
     }

@@ -19,7 +19,7 @@ use shared_events::kafka::{Applied, Decision, Handler, HandlerError, OrderBatch}
 use shared_events::outbox::{self, OutboxMessage};
 use shared_events::{
     Envelope, Event, OrderPlaced, PaymentAuthorized, PaymentCaptured, PaymentDeclined,
-    PaymentVoided, topics,
+    PaymentVoided,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -51,7 +51,7 @@ impl AuthorizePayment {
 }
 
 impl Handler for AuthorizePayment {
-    const TOPICS: &'static [&'static str] = &[topics::ORDERS];
+    const PRINCIPAL: shared_events::access::Principal = shared_events::access::PAYMENT_SERVICE;
 
     async fn apply(
         &self,

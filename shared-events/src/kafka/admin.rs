@@ -2,7 +2,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
@@ -14,24 +14,27 @@ use crate::topics;
 /// How long the presence topic keeps heartbeats: one hour.
 const PRESENCE_RETENTION_MS: &str = "3600000";
 
-/// Creates every topic ([`topics::ALL`]) and its dead-letter topic, and the presence topic,
-/// if they do not exist yet.
+/// Connects to the cluster ([`super::check_connection`]), then makes sure the topics in
+/// `uses` exist.
 ///
-/// Topics are created explicitly rather than relying on broker auto-creation, which would
-/// pick the broker's default partition count and replication, and which Tansu lacks. Every
-/// service calls this at start-up, so the order in which services start does not matter.
-/// Retries until `startup_timeout`, so a service may start a little before its broker.
-pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
-    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
-        super::base_config(settings)
-            .create()
-            .context("invalid Kafka admin client configuration")?,
-    );
-    let names: Vec<String> = topics::ALL
-        .iter()
-        .flat_map(|topic| [(*topic).to_owned(), topics::dead_letter_topic(topic)])
-        .chain([topics::PRESENCE.to_owned()])
-        .collect();
+/// With `create_topics` (a laptop's broker) it creates every topic of the shop that is
+/// missing ([`topics::EVERY`]), explicitly rather than through broker auto-creation, which
+/// would pick the broker's default partition count and replication, and which Tansu lacks;
+/// every service does this, so the order in which they start does not matter. Without it (a
+/// cluster whose admin creates the topics, and where a service may not) it only waits for
+/// the topics it uses to appear, and names those still missing when it gives up. Retries
+/// until `startup_timeout`, so a service may start a little before its broker.
+pub async fn ensure_topics(settings: &KafkaSettings, uses: &[&str]) -> anyhow::Result<()> {
+    super::check_connection(settings).await?;
+    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(super::create(
+        &super::base_config(settings),
+        "admin client",
+    )?);
+    let names: Vec<String> = if settings.create_topics {
+        topics::EVERY.iter().map(|t| (*t).to_owned()).collect()
+    } else {
+        uses.iter().map(|t| (*t).to_owned()).collect()
+    };
     let deadline = Instant::now() + settings.startup_timeout;
     loop {
         let failure = match create_missing(&admin, settings, &names).await {
@@ -40,8 +43,7 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
         };
         if Instant::now() >= deadline {
             bail!(
-                "cannot create topics on Kafka at {}: {failure} (is the broker running? \
-                 set KAFKA_BOOTSTRAP_SERVERS)",
+                "topics not ready on Kafka at {}: {failure}",
                 settings.bootstrap_servers
             );
         }
@@ -89,6 +91,14 @@ async fn create_missing(
     if missing.is_empty() {
         tracing::info!(topics = ?names, "topics ready");
         return Ok(());
+    }
+    if !settings.create_topics {
+        let names: Vec<&str> = missing.iter().map(|t| t.name).collect();
+        return Err(format!(
+            "missing {} (KAFKA_CREATE_TOPICS=false: the cluster's admin creates them; \
+             or the principal may not describe them)",
+            names.join(", ")
+        ));
     }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

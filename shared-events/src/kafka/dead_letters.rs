@@ -45,9 +45,10 @@ impl DeadLetter {
 /// a consumer group or committing anything: listing is free of side effects.
 pub async fn read_all(settings: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<DeadLetter>> {
     let consumer: BaseConsumer = super::base_config(settings)
-        // Never commit: reading the dead letters must not move anybody's position.
+        // Never commit: reading the dead letters must not move anybody's position. No
+        // `group.id` either: it only assigns, and a cluster that enforces ACLs would refuse
+        // the group coordinator lookup librdkafka makes for one.
         .set("enable.auto.commit", "false")
-        .set("group.id", format!("{}-dlt-reader", settings.client_id))
         .create()
         .context("invalid Kafka consumer configuration")?;
     let topic = topic.to_owned();

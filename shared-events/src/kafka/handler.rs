@@ -23,9 +23,13 @@ use crate::events::{OrderCancelled, OrderConfirmed, OrderPlaced};
 /// fails, the consumer rolls it back and hands its events over again one at a time, each with
 /// its own retries, so one bad event is retried or parked alone.
 pub trait Handler: Send + Sync + 'static {
-    /// The topics this service consumes; it gets every event on them, and leaves alone (but
-    /// still claims) the types it has nothing to do with.
-    const TOPICS: &'static [&'static str];
+    /// What this service may do on the cluster ([`crate::access`]): the topics it uses, its
+    /// group. Declared once there, so its ACLs and its code cannot drift apart.
+    const PRINCIPAL: crate::access::Principal;
+
+    /// The topics this service consumes: its principal's reads. It gets every event on them,
+    /// and leaves alone (but still claims) the types it has nothing to do with.
+    const TOPICS: &'static [&'static str] = Self::PRINCIPAL.reads;
 
     /// Applies the effects of `events` on `tx`. The consumer commits. Events to publish in
     /// reply go into the outbox on `tx` ([`crate::outbox::enqueue`]), so they leave if and

@@ -3,14 +3,17 @@
 
 mod admin;
 mod assignment;
+mod connect;
 mod consumer;
 pub mod dead_letters;
 mod handler;
 mod producer;
+pub mod security;
 mod tail;
 
 pub use admin::ensure_topics;
 pub use assignment::{AssignedPartition, Assignment, AssignmentSnapshot};
+pub use connect::check_connection;
 pub use consumer::{EventConsumer, dead_letter};
 pub use handler::{Applied, Decision, Handler, HandlerError, OrderBatch, RetryPolicy};
 pub use producer::{EventProducer, OutgoingRecord};
@@ -31,7 +34,27 @@ fn base_config(settings: &KafkaSettings) -> ClientConfig {
         .set("reconnect.backoff.max.ms", "1000")
         // librdkafka logs through its own callback; surface only what needs attention.
         .set("log_level", "4");
+    settings.security.apply(&mut config);
     config
+}
+
+/// Creates a client, with an error that names the property at fault but never shows a
+/// secret's value (librdkafka's own message quotes the value it refused).
+fn create<T: rdkafka::config::FromClientConfig>(
+    config: &ClientConfig,
+    what: &str,
+) -> anyhow::Result<T> {
+    config.create().map_err(|err| match err {
+        rdkafka::error::KafkaError::ClientConfig(_, description, key, value) => {
+            let description = if security::is_sensitive(&key) && !value.is_empty() {
+                description.replace(&value, "[redacted]")
+            } else {
+                description
+            };
+            anyhow::anyhow!("invalid Kafka {what} configuration: {key}: {description}")
+        }
+        other => anyhow::anyhow!("cannot create the Kafka {what}: {other}"),
+    })
 }
 
 /// Runs a blocking librdkafka call (metadata, admin) off the async runtime.

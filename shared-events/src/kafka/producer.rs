@@ -1,6 +1,6 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
@@ -57,10 +57,8 @@ impl EventProducer {
             )
             // Batch for a few milliseconds: fewer, larger requests under load.
             .set("linger.ms", "5");
-        let inner: FutureProducer = config
-            .create()
-            .context("invalid Kafka producer configuration")?;
-        wait_for_cluster(&inner, settings).await?;
+        super::check_connection(settings).await?;
+        let inner: FutureProducer = super::create(&config, "producer")?;
         Ok(EventProducer {
             inner: Arc::new(RwLock::new(Arc::new(inner))),
             config: Arc::new(config),
@@ -154,34 +152,5 @@ impl EventProducer {
         if let Err(err) = result {
             tracing::warn!(error = %err, "producer flush did not complete");
         }
-    }
-}
-
-async fn wait_for_cluster(
-    producer: &FutureProducer,
-    settings: &KafkaSettings,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + settings.startup_timeout;
-    loop {
-        let client = producer.clone();
-        let result = super::blocking(move || {
-            client
-                .client()
-                .fetch_metadata(None, Timeout::After(Duration::from_secs(5)))
-        })
-        .await;
-        let error = match result {
-            Ok(metadata) if !metadata.brokers().is_empty() => return Ok(()),
-            Ok(_) => "the cluster reported no brokers".to_owned(),
-            Err(err) => err.to_string(),
-        };
-        if Instant::now() >= deadline {
-            bail!(
-                "cannot reach Kafka at {}: {error} (is the broker running? set KAFKA_BOOTSTRAP_SERVERS)",
-                settings.bootstrap_servers
-            );
-        }
-        tracing::warn!(%error, "Kafka not reachable yet, retrying");
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

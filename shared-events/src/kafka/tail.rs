@@ -21,10 +21,9 @@ pub async fn tail(
     topics: &[&str],
     start: Offset,
 ) -> anyhow::Result<Arc<StreamConsumer>> {
+    // No `group.id`: with one, librdkafka would look up the group's coordinator even though
+    // nothing subscribes, and a cluster that enforces ACLs refuses an observer that lookup.
     let consumer: StreamConsumer = super::base_config(settings)
-        // librdkafka wants a group id even for a consumer that only assigns; it is never
-        // joined, since nothing subscribes.
-        .set("group.id", format!("{}-observer", settings.client_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("queued.max.messages.kbytes", "1024")

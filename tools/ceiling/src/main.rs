@@ -27,6 +27,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde::Serialize;
 use shared_events::config::KafkaSettings;
 use shared_events::envelope::headers;
+use shared_events::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
 use shared_events::kafka::{EventProducer, OutgoingRecord};
 use shared_events::{Envelope, OrderLine, OrderPlaced, catalog};
 use uuid::Uuid;
@@ -50,6 +51,10 @@ struct Cli {
         default_value = "127.0.0.1:9092"
     )]
     bootstrap_servers: String,
+    /// How to connect: TLS, SASL (run it as a principal that may create and delete topics
+    /// and join groups: the admin).
+    #[command(flatten)]
+    kafka_security: KafkaSecurityArgs,
     /// Records to produce.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     records: u64,
@@ -109,8 +114,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let run = Uuid::new_v4().simple().to_string();
     let topic = format!("shop-ceiling-{}", &run[..12]);
+    let security = KafkaSecurity::from_args(&cli.kafka_security).map_err(anyhow::Error::msg)?;
     let settings = KafkaSettings {
         bootstrap_servers: cli.bootstrap_servers.clone(),
+        security,
+        create_topics: false,
         group_id: format!("shop-ceiling-{}", &run[..12]),
         client_id: format!("shop-ceiling-{}", std::process::id()),
         topic_replication_factor: cli.replication_factor,
@@ -120,8 +128,10 @@ async fn main() -> anyhow::Result<()> {
     };
     // Connecting first checks the broker is there before anything is created on it.
     let producer = EventProducer::connect(&settings, Duration::from_secs(120)).await?;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cli.bootstrap_servers)
+    let mut admin_config = ClientConfig::new();
+    admin_config.set("bootstrap.servers", &cli.bootstrap_servers);
+    settings.security.apply(&mut admin_config);
+    let admin: AdminClient<DefaultClientContext> = admin_config
         .create()
         .context("invalid Kafka admin client configuration")?;
     create_topic(&admin, &topic, cli.partitions, cli.replication_factor).await?;
@@ -179,6 +189,7 @@ async fn measure(
     for g in 0..cli.groups {
         let group = format!("{}-group-{}", settings.group_id, g + 1);
         let mut config = ClientConfig::new();
+        settings.security.apply(&mut config);
         for (key, value) in &cli.consumer_config {
             config.set(key, value);
         }

@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use shared_events::config::KafkaSettings;
 use shared_events::kafka::dead_letters::{self, DeadLetter};
+use shared_events::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
 use shared_events::kafka::{EventProducer, dead_letter};
 use shared_events::topics;
 
@@ -38,6 +39,10 @@ struct Cli {
         global = true
     )]
     bootstrap_servers: String,
+    /// How to connect: TLS, SASL (as the shop-dlt principal, which may read the dead-letter
+    /// topics and write their original topics).
+    #[command(flatten)]
+    kafka_security: KafkaSecurityArgs,
     /// Only this dead-letter topic, e.g. payments.dlt [default: every one].
     #[arg(long, global = true)]
     topic: Option<String>,
@@ -86,8 +91,11 @@ impl Parked {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let security = KafkaSecurity::from_args(&cli.kafka_security).map_err(anyhow::Error::msg)?;
     let settings = KafkaSettings {
         bootstrap_servers: cli.bootstrap_servers,
+        security,
+        create_topics: false,
         group_id: "shop-dlt".to_owned(),
         client_id: format!("shop-dlt-{}", std::process::id()),
         topic_replication_factor: 1,

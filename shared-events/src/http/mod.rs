@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
+mod server;
+
+pub use server::{ServerLimits, ServerLimitsArgs};
+
 use crate::health::Liveness;
 use crate::kafka::{Assignment, EventProducer};
 use crate::metrics::HttpMetrics;
@@ -345,6 +349,7 @@ pub fn observe(router: Router, metrics: HttpMetrics) -> Router {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let traced = TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -375,10 +380,14 @@ pub async fn serve(
         let cause = crate::trace::child_of(traceparent(&request));
         crate::trace::with_request(cause, next.run(request)).await
     });
-    axum::serve(listener, router.layer(propagated).layer(traced))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("HTTP server failed")
+    server::serve(
+        listener,
+        router.layer(propagated).layer(traced),
+        limits,
+        shutdown,
+    )
+    .await
+    .context("HTTP server failed")
 }
 
 /// The request's W3C `traceparent` header, if it has one.

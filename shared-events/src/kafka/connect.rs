@@ -1,0 +1,120 @@
+//! The first thing every Kafka client does: make sure it can talk to the cluster, and if it
+//! cannot, say why in one line.
+//!
+//! librdkafka retries forever on its own, whatever the cause: a broker still starting, but
+//! also a wrong password or a certificate it will never trust. Waiting is right for the
+//! first and wrong for the others, which no retry can fix: a service would sit there looking
+//! healthy. So the check watches librdkafka's errors while it waits and gives up at once on
+//! an authentication or TLS failure, naming the cause.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+
+use crate::config::KafkaSettings;
+
+/// Remembers the last error librdkafka reported while connecting.
+#[derive(Default)]
+struct Watch {
+    last: Mutex<Option<(RDKafkaErrorCode, String)>>,
+}
+
+impl ClientContext for Watch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code() {
+            *self.last.lock().expect("watch lock poisoned") = Some((code, reason.to_owned()));
+        }
+    }
+}
+
+impl ConsumerContext for Watch {}
+
+/// A failure no retry will fix, described for the operator; `None` while waiting may help.
+fn hopeless(settings: &KafkaSettings, code: RDKafkaErrorCode, reason: &str) -> Option<String> {
+    let security = &settings.security;
+    match code {
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
+            Some(format!(
+                "Kafka refused to authenticate user {:?} with {}: {reason} (check \
+                 KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM)",
+                security.username().unwrap_or(""),
+                security.mechanism().unwrap_or("no SASL mechanism"),
+            ))
+        }
+        RDKafkaErrorCode::SSL => Some(format!(
+            "TLS with the Kafka broker failed: {reason} (check KAFKA_SSL_CA_LOCATION, and \
+             that the broker's certificate names the host in KAFKA_BOOTSTRAP_SERVERS)"
+        )),
+        // A plaintext client at a TLS or SASL listener, or the other way round.
+        _ if reason.contains("security.protocol") => Some(format!(
+            "the Kafka broker does not speak KAFKA_SECURITY_PROTOCOL={}: {reason}",
+            security.protocol()
+        )),
+        _ => None,
+    }
+}
+
+/// Waits until a broker answers a metadata request, for at most the start-up timeout; fails
+/// within seconds, with the cause, when the credentials or the TLS set-up are wrong.
+pub async fn check_connection(settings: &KafkaSettings) -> anyhow::Result<()> {
+    let config = super::base_config(settings);
+    let consumer: BaseConsumer<Watch> = {
+        let watch = Watch::default();
+        match config.create_with_context(watch) {
+            Ok(consumer) => consumer,
+            Err(_) => {
+                // Built again through the one path that reports configuration errors
+                // without secrets.
+                let _: BaseConsumer = super::create(&config, "client")?;
+                bail!("invalid Kafka client configuration");
+            }
+        }
+    };
+    let consumer = std::sync::Arc::new(consumer);
+    let deadline = Instant::now() + settings.startup_timeout;
+    loop {
+        let client = consumer.clone();
+        let result = super::blocking(move || {
+            client.fetch_metadata(None, Timeout::After(Duration::from_secs(2)))
+        })
+        .await;
+        let error = match result {
+            Ok(metadata) if !metadata.brokers().is_empty() => return Ok(()),
+            Ok(_) => "the cluster reported no brokers".to_owned(),
+            Err(err) => err.to_string(),
+        };
+        let seen = consumer
+            .context()
+            .last
+            .lock()
+            .expect("watch lock poisoned")
+            .take();
+        let cause = match seen {
+            Some((code, reason)) => {
+                if let Some(problem) = hopeless(settings, code, &reason) {
+                    bail!(
+                        "cannot connect to Kafka at {}: {problem}",
+                        settings.bootstrap_servers
+                    );
+                }
+                reason
+            }
+            None => error,
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "cannot reach Kafka at {}: {cause} (is the broker running? set \
+                 KAFKA_BOOTSTRAP_SERVERS)",
+                settings.bootstrap_servers
+            );
+        }
+        tracing::warn!(error = %cause, "Kafka not reachable yet, retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
