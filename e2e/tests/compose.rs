@@ -1,8 +1,11 @@
 //! docker-compose.yml keeps the names DESIGN.md fixes: the five services built from the one
 //! Dockerfile on their own ports and databases, a 3-broker KRaft cluster, and the topics; the
 //! consumers can be scaled, and every service is traced (Jaeger), scraped (Prometheus) and
-//! charted (Grafana). Runs without Docker: it reads the files, resolving YAML anchors and
-//! merge keys itself.
+//! charted (Grafana). The cluster enforces least privilege: every listener asks for a
+//! password, each service logs in as its own user, kafka-init grants exactly what
+//! `shared_events::access` declares, and the passwords come from `.env`, never from the
+//! compose file. Runs without Docker: it reads the files (docker-compose.yml, `.env`, the
+//! scripts under docker/kafka/), resolving YAML anchors and merge keys itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -320,6 +323,39 @@ fn words(command: Option<&Value>) -> Vec<String> {
 fn command_words(service: &Value) -> Vec<String> {
     let mut all = words(service.get("entrypoint"));
     all.extend(words(service.get("command")));
+    all
+}
+
+/// What a container runs, as words: its `entrypoint` and `command`, followed by the words of
+/// the script they run when that script is mounted from the repository (`./docker/kafka:/shop`
+/// puts docker/kafka/init.sh at /shop/init.sh).
+fn words_of_what_runs(name: &str, service: &Value) -> Vec<String> {
+    let mut all = command_words(service);
+    let mounts: Vec<(String, String)> = strings(service.get("volumes"))
+        .iter()
+        .filter_map(|v| {
+            let mut parts = v.split(':');
+            let source = parts.next()?;
+            let target = parts.next()?;
+            source
+                .starts_with("./")
+                .then(|| (target.to_owned(), format!("{WORKSPACE}/{}", &source[2..])))
+        })
+        .collect();
+    let scripts: Vec<String> = all
+        .iter()
+        .filter_map(|word| {
+            mounts.iter().find_map(|(target, source)| {
+                word.strip_prefix(&format!("{target}/"))
+                    .map(|rest| format!("{source}/{rest}"))
+            })
+        })
+        .collect();
+    for script in scripts {
+        let text = std::fs::read_to_string(&script)
+            .unwrap_or_else(|e| panic!("{name} runs {script}, which cannot be read: {e}"));
+        all.extend(words(Some(&Value::String(text))));
+    }
     all
 }
 
@@ -656,7 +692,7 @@ fn the_kafka_cluster_keeps_three_replicas_and_needs_two_in_sync() {
 fn kafka_init_creates_every_topic_its_dead_letter_topic_and_presence_with_six_partitions() {
     let doc = compose();
     let init = service(&doc, "kafka-init");
-    let words = command_words(init);
+    let words = words_of_what_runs("kafka-init", init);
     let expected = shared_events::topics::ALL
         .iter()
         .flat_map(|t| [(*t).to_owned(), shared_events::topics::dead_letter_topic(t)])
