@@ -13,8 +13,14 @@ ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 ARG SERVICE
-# rdkafka builds librdkafka from source with its configure script and make (no cmake);
-# the rust image ships these already, installing them keeps that dependency written down.
+# rdkafka builds librdkafka from source with its configure script and make (no cmake), with
+# TLS and SASL (PLAIN, SCRAM) against OpenSSL that openssl-src compiles from source too
+# (rdkafka's `ssl-vendored`): OpenSSL's Configure is perl and needs the full perl package
+# (IPC::Cmd and other core modules are not in perl-base), then make and gcc. No OpenSSL
+# headers or libraries from Debian are used. sqlx and lettre use rustls with ring, which
+# needs only the C compiler. The rust image ships all of these already; installing them keeps
+# the dependency written down. Versions come with the Debian release the image is built on.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends make gcc g++ perl python3 pkg-config \
     && rm -rf /var/lib/apt/lists/*
@@ -35,9 +41,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     && cargo build --release --locked "$@" \
     && for package in ${SERVICE}; do install -D -m 0755 "target/release/${package}" "/out/${package}"; done
 
-# What every image runs on.
+# What every image runs on. No OpenSSL library: librdkafka's is linked in statically, and
+# rustls (PostgreSQL, SMTP) carries Mozilla's roots compiled in (webpki-roots).
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime-base
-# ca-certificates for TLS peers, curl for the compose/k8s health checks.
+# ca-certificates: without KAFKA_SSL_CA_LOCATION, librdkafka trusts the public CAs of a
+# managed cluster from /etc/ssl/certs/ca-certificates.crt, which it finds by probing the usual
+# paths (`ssl.ca.location=probe`; a vendored OpenSSL's own default directory is not Debian's).
+# curl for the compose/k8s health checks.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \

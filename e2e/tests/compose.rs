@@ -1,8 +1,11 @@
 //! docker-compose.yml keeps the names DESIGN.md fixes: the five services built from the one
 //! Dockerfile on their own ports and databases, a 3-broker KRaft cluster, and the topics; the
 //! consumers can be scaled, and every service is traced (Jaeger), scraped (Prometheus) and
-//! charted (Grafana). Runs without Docker: it reads the files, resolving YAML anchors and
-//! merge keys itself.
+//! charted (Grafana). The cluster enforces least privilege: every listener asks for a
+//! password, each service logs in as its own user, kafka-init grants exactly what
+//! `shared_events::access` declares, and the passwords come from `.env`, never from the
+//! compose file. Runs without Docker: it reads the files (docker-compose.yml, `.env`, the
+//! scripts under docker/kafka/), resolving YAML anchors and merge keys itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +27,10 @@ const GRAFANA_DASHBOARD: &str = concat!(
     "/../docker/grafana/dashboards/shop.json"
 );
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+const ENV_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
+const DOCKERIGNORE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../.dockerignore");
+const BROKER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/kafka/broker.sh");
+const KAFKA_INIT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/kafka/init.sh");
 
 const BROKERS: [&str; 3] = ["kafka-1", "kafka-2", "kafka-3"];
 
@@ -320,6 +327,39 @@ fn words(command: Option<&Value>) -> Vec<String> {
 fn command_words(service: &Value) -> Vec<String> {
     let mut all = words(service.get("entrypoint"));
     all.extend(words(service.get("command")));
+    all
+}
+
+/// What a container runs, as words: its `entrypoint` and `command`, followed by the words of
+/// the script they run when that script is mounted from the repository (`./docker/kafka:/shop`
+/// puts docker/kafka/init.sh at /shop/init.sh).
+fn words_of_what_runs(name: &str, service: &Value) -> Vec<String> {
+    let mut all = command_words(service);
+    let mounts: Vec<(String, String)> = strings(service.get("volumes"))
+        .iter()
+        .filter_map(|v| {
+            let mut parts = v.split(':');
+            let source = parts.next()?;
+            let target = parts.next()?;
+            source
+                .starts_with("./")
+                .then(|| (target.to_owned(), format!("{WORKSPACE}/{}", &source[2..])))
+        })
+        .collect();
+    let scripts: Vec<String> = all
+        .iter()
+        .filter_map(|word| {
+            mounts.iter().find_map(|(target, source)| {
+                word.strip_prefix(&format!("{target}/"))
+                    .map(|rest| format!("{source}/{rest}"))
+            })
+        })
+        .collect();
+    for script in scripts {
+        let text = std::fs::read_to_string(&script)
+            .unwrap_or_else(|e| panic!("{name} runs {script}, which cannot be read: {e}"));
+        all.extend(words(Some(&Value::String(text))));
+    }
     all
 }
 
@@ -656,7 +696,7 @@ fn the_kafka_cluster_keeps_three_replicas_and_needs_two_in_sync() {
 fn kafka_init_creates_every_topic_its_dead_letter_topic_and_presence_with_six_partitions() {
     let doc = compose();
     let init = service(&doc, "kafka-init");
-    let words = command_words(init);
+    let words = words_of_what_runs("kafka-init", init);
     let expected = shared_events::topics::ALL
         .iter()
         .flat_map(|t| [(*t).to_owned(), shared_events::topics::dead_letter_topic(t)])
@@ -1087,4 +1127,594 @@ fn every_container_has_a_memory_limit_above_its_heap() {
         );
     }
     assert!(mem_limit_bytes("kafka-ui", service(&doc, "kafka-ui")) >= 384 << 20);
+}
+
+// --- Least privilege: who logs in as whom, and what kafka-init grants ----------------------
+
+/// The Kafka clients built from the Dockerfile, each with the user it must log in as: the
+/// five services and the dashboard as themselves, the `tools` service as shop-dlt (shop-load,
+/// beside it, speaks only HTTP).
+fn kafka_clients() -> Vec<(&'static str, &'static str)> {
+    http_servers()
+        .into_iter()
+        .map(|(name, _)| (name, name))
+        .chain([("tools", "shop-dlt")])
+        .collect()
+}
+
+/// The `.env` variable holding a Kafka user's password: `ORDER_SERVICE_KAFKA_PASSWORD`.
+fn password_variable(user: &str) -> String {
+    format!("{}_KAFKA_PASSWORD", user.to_uppercase().replace('-', "_"))
+}
+
+/// `.env` as docker compose reads it: `KEY=value` lines, `#` comments.
+fn env_file() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(ENV_FILE).unwrap_or_else(|e| panic!("reading .env: {e}"));
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!(".env: `{line}` is not KEY=value"));
+            (key.trim().to_owned(), value.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The variable named by a compose interpolation that is the whole value: `${NAME}`,
+/// `${NAME:?message}`, `${NAME:-default}` and the like.
+fn interpolated(value: &str) -> Option<&str> {
+    let inner = value.strip_prefix("${")?.strip_suffix('}')?;
+    let name = inner
+        .split([':', '?', '-'])
+        .next()
+        .filter(|n| !n.is_empty())?;
+    name.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        .then_some(name)
+}
+
+/// Every `${NAME...}` interpolation in a text.
+fn interpolations(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            names.insert(name);
+        }
+        rest = after;
+    }
+    names
+}
+
+/// A script's commands, one per logical line: continuation lines joined, comment lines
+/// dropped, each split into words without their quotes.
+fn script_commands(path: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                commands.push(
+                    current
+                        .split_whitespace()
+                        .map(|w| w.trim_matches(|c| matches!(c, '"' | '\'')).to_owned())
+                        .collect(),
+                );
+                current.clear();
+            }
+        }
+    }
+    commands
+}
+
+/// One ACL: principal, resource type, literal resource name, operation (as kafka-acls.sh
+/// spells them: `User:order-service`, `topic`, `orders`, `Read`).
+type Grant = (String, &'static str, String, String);
+
+/// What `shared_events::access` declares, as the ACLs that express it.
+fn declared_grants() -> BTreeSet<Grant> {
+    let mut grants = BTreeSet::new();
+    for principal in shared_events::access::PRINCIPALS {
+        let user = format!("User:{}", principal.user);
+        for (topics, operation) in [(principal.reads, "Read"), (principal.writes, "Write")] {
+            for topic in topics {
+                for op in [operation, "Describe"] {
+                    grants.insert((user.clone(), "topic", (*topic).to_owned(), op.to_owned()));
+                }
+            }
+        }
+        if let Some(group) = principal.group {
+            grants.insert((user.clone(), "group", group.to_owned(), "Read".to_owned()));
+        }
+    }
+    grants
+}
+
+/// The ACLs docker/kafka/init.sh adds, read from its `acl --add ...` lines as kafka-acls.sh
+/// would apply them: every listed operation on every listed resource. Anything that could
+/// widen a grant beyond literal names and the listed operations fails the test instead.
+fn granted_by_kafka_init() -> BTreeSet<Grant> {
+    let commands = script_commands(KAFKA_INIT_SCRIPT);
+    let mut grants = BTreeSet::new();
+    let mut acl_function = false;
+    for command in &commands {
+        let line = command.join(" ");
+        if command.first().map(String::as_str) == Some("acl()") {
+            acl_function = true;
+            continue;
+        }
+        if command.iter().any(|w| w.ends_with("kafka-acls.sh")) {
+            // Only inside `acl`, which adds nothing but where and how to log in.
+            let options: Vec<&str> = command.iter().map(String::as_str).collect();
+            assert!(
+                matches!(
+                    options.as_slice(),
+                    [_, "--bootstrap-server", _, "--command-config", _, "$@"]
+                ),
+                "init.sh calls kafka-acls.sh other than through `acl`: {line}"
+            );
+            continue;
+        }
+        if command.first().map(String::as_str) != Some("acl") {
+            continue;
+        }
+        let args = &command[1..];
+        if args == ["--list"] {
+            continue;
+        }
+        assert_eq!(
+            args.first().map(String::as_str),
+            Some("--add"),
+            "an `acl` line adds or lists, nothing else: {line}"
+        );
+        let (mut principals, mut operations, mut resources) = (vec![], vec![], vec![]);
+        let mut literal = false;
+        let mut rest = args[1..].iter();
+        while let Some(option) = rest.next() {
+            let mut value = || {
+                rest.next()
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{option} without a value: {line}"))
+            };
+            match option.as_str() {
+                "--allow-principal" => principals.push(value()),
+                "--operation" => operations.push(value()),
+                "--topic" => resources.push(("topic", value())),
+                "--group" => resources.push(("group", value())),
+                "--resource-pattern-type" => {
+                    let pattern = value();
+                    assert_eq!(pattern, "literal", "only literal names: {line}");
+                    literal = true;
+                }
+                other => panic!(
+                    "init.sh's ACLs may name a principal, operations, topics and groups, \
+                     nothing else; found {other} in: {line}"
+                ),
+            }
+        }
+        assert!(literal, "say --resource-pattern-type literal: {line}");
+        assert!(
+            !principals.is_empty() && !operations.is_empty() && !resources.is_empty(),
+            "{line}"
+        );
+        for (_, name) in &resources {
+            assert!(
+                !name.contains('*') && !name.is_empty(),
+                "no wildcard resource: {line}"
+            );
+        }
+        for operation in &operations {
+            assert!(
+                ["Read", "Write", "Describe"].contains(&operation.as_str()),
+                "only Read, Write and Describe are granted (no All, no Create, no Alter): {line}"
+            );
+        }
+        for principal in &principals {
+            assert!(
+                principal.starts_with("User:") && !principal.contains('*'),
+                "a named user: {line}"
+            );
+            for (kind, name) in &resources {
+                for operation in &operations {
+                    grants.insert((principal.clone(), *kind, name.clone(), operation.clone()));
+                }
+            }
+        }
+    }
+    assert!(
+        acl_function,
+        "init.sh defines `acl`, its one way to call kafka-acls.sh"
+    );
+    grants
+}
+
+fn describe(grants: &BTreeSet<Grant>) -> String {
+    grants
+        .iter()
+        .map(|(principal, kind, name, operation)| {
+            format!("\n  {principal} {operation} {kind} {name}")
+        })
+        .collect()
+}
+
+// The local test broker (Tansu) accepts ACLs but does not enforce them: the end-to-end tests
+// pass whatever is granted here. Only a real Kafka cluster (this compose file, or the
+// Strimzi cluster of k8s/) proves that the services work with these grants and no more.
+#[test]
+fn kafka_init_grants_exactly_the_acls_the_code_declares_no_more_and_no_less() {
+    let declared = declared_grants();
+    let granted = granted_by_kafka_init();
+    let missing: BTreeSet<Grant> = declared.difference(&granted).cloned().collect();
+    let extra: BTreeSet<Grant> = granted.difference(&declared).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "docker/kafka/init.sh grants less than shared_events::access declares; missing:{}",
+        describe(&missing)
+    );
+    assert!(
+        extra.is_empty(),
+        "docker/kafka/init.sh grants more than shared_events::access declares; extra:{}",
+        describe(&extra)
+    );
+
+    // And kafka-init runs that script, mounted from the repository, as admin.
+    let doc = compose();
+    let init = service(&doc, "kafka-init");
+    assert!(
+        strings(init.get("volumes")).contains(&"./docker/kafka:/shop:ro".to_owned()),
+        "kafka-init mounts docker/kafka at /shop"
+    );
+    assert!(
+        command_words(init).contains(&"/shop/init.sh".to_owned()),
+        "kafka-init runs /shop/init.sh: {:?}",
+        command_words(init)
+    );
+    assert_eq!(
+        interpolated(&env_var("kafka-init", init, "ADMIN_KAFKA_PASSWORD")),
+        Some("ADMIN_KAFKA_PASSWORD")
+    );
+}
+
+#[test]
+fn only_admin_and_the_brokers_themselves_are_super_users_and_nothing_else_is_allowed_by_default() {
+    let doc = compose();
+    for broker in BROKERS {
+        let svc = service(&doc, broker);
+        assert_eq!(
+            env_var(broker, svc, "KAFKA_AUTHORIZER_CLASS_NAME"),
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "{broker}: KRaft's authorizer"
+        );
+        assert_eq!(
+            env_var(broker, svc, "KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"),
+            "false",
+            "{broker}: no ACL, no access"
+        );
+        let supers: BTreeSet<String> = env_var(broker, svc, "KAFKA_SUPER_USERS")
+            .split(';')
+            .map(|s| s.trim().to_owned())
+            .collect();
+        let expected: BTreeSet<String> = [
+            format!("User:{}", shared_events::access::ADMIN),
+            "User:broker".to_owned(),
+        ]
+        .into();
+        assert_eq!(supers, expected, "{broker}: super users");
+        for principal in shared_events::access::PRINCIPALS {
+            assert_ne!(
+                principal.user, "broker",
+                "the brokers' own user is nobody else's"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_listener_asks_for_a_password_and_clients_log_in_with_scram_only() {
+    let doc = compose();
+    for broker in BROKERS {
+        let env = env(service(&doc, broker));
+        let get = |key: &str| {
+            env.get(key)
+                .cloned()
+                .unwrap_or_else(|| panic!("{broker} does not set {key}"))
+        };
+        let protocols: BTreeMap<String, String> = get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP")
+            .split(',')
+            .map(|pair| {
+                let (name, protocol) = pair.split_once(':').expect("NAME:PROTOCOL");
+                (name.trim().to_owned(), protocol.trim().to_owned())
+            })
+            .collect();
+        let listeners: Vec<String> = get("KAFKA_LISTENERS")
+            .split(',')
+            .map(|l| l.split("://").next().unwrap_or_default().trim().to_owned())
+            .collect();
+        let controller = get("KAFKA_CONTROLLER_LISTENER_NAMES");
+        let inter_broker = get("KAFKA_INTER_BROKER_LISTENER_NAME");
+        for listener in &listeners {
+            let protocol = protocols
+                .get(listener)
+                .unwrap_or_else(|| panic!("{broker}: listener {listener} has no protocol"));
+            assert!(
+                protocol.starts_with("SASL_"),
+                "{broker}: {listener} is {protocol}; every listener asks for a password, \
+                 or anyone reaching it would be User:ANONYMOUS"
+            );
+            assert!(
+                !listener.starts_with("SASL_"),
+                "{broker}: a listener named {listener} makes the image demand a JAAS file"
+            );
+            let mechanisms = get(&format!(
+                "KAFKA_LISTENER_NAME_{listener}_SASL_ENABLED_MECHANISMS"
+            ));
+            let nodes_only = *listener == controller || *listener == inter_broker;
+            let expected = if nodes_only { "PLAIN" } else { "SCRAM-SHA-512" };
+            assert_eq!(
+                mechanisms, expected,
+                "{broker}: {listener} offers {expected} only"
+            );
+            let jaas_key = format!(
+                "KAFKA_LISTENER_NAME_{listener}_{}_SASL_JAAS_CONFIG",
+                expected.replace('-', "___")
+            );
+            let jaas = get(&jaas_key);
+            if nodes_only {
+                assert!(
+                    jaas.contains("PlainLoginModule")
+                        && jaas.contains("username=\"broker\"")
+                        && jaas.contains("user_broker="),
+                    "{broker}: {listener} logs the nodes in as, and accepts only, broker: {jaas}"
+                );
+                // Only the nodes' user: no client's password sits in the brokers' config.
+                assert_eq!(jaas.matches("user_").count(), 1, "{broker}: {jaas}");
+            } else {
+                assert!(jaas.contains("ScramLoginModule"), "{broker}: {jaas}");
+            }
+        }
+        assert_eq!(get("KAFKA_SASL_MECHANISM_CONTROLLER_PROTOCOL"), "PLAIN");
+        assert_eq!(get("KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL"), "PLAIN");
+
+        // The host reaches the SCRAM listener, never the nodes' own.
+        let advertised = get("KAFKA_ADVERTISED_LISTENERS");
+        for port in published(broker, service(&doc, broker)) {
+            let listener = get("KAFKA_LISTENERS")
+                .split(',')
+                .find(|l| l.ends_with(&format!(":{}", port.container)))
+                .map(|l| l.split("://").next().unwrap_or_default().to_owned())
+                .unwrap_or_else(|| panic!("{broker}: no listener on {}", port.container));
+            assert_eq!(
+                get(&format!(
+                    "KAFKA_LISTENER_NAME_{listener}_SASL_ENABLED_MECHANISMS"
+                )),
+                "SCRAM-SHA-512",
+                "{broker}: the host port {} reaches {listener}",
+                port.host
+            );
+            assert!(
+                advertised.contains(&format!("{listener}://localhost:{}", port.host)),
+                "{broker}: {advertised}"
+            );
+        }
+
+        // The health check logs in as admin, with the file broker.sh writes.
+        let check = healthcheck_words(service(&doc, broker));
+        assert!(
+            followed_by(&check, "--command-config", "/tmp/shop/admin.properties"),
+            "{broker}: the health check logs in: {check:?}"
+        );
+        let starts = words_of_what_runs(broker, service(&doc, broker));
+        assert!(
+            starts.iter().any(|w| w == "/etc/kafka/docker/run"),
+            "{broker} ends in the image's own start-up: {starts:?}"
+        );
+    }
+    let script = std::fs::read_to_string(BROKER_SCRIPT).expect("reading docker/kafka/broker.sh");
+    assert!(
+        script.contains("--add-scram")
+            && script.contains(&format!(
+                "SCRAM-SHA-512=[name={},password=${{ADMIN_KAFKA_PASSWORD}}]",
+                shared_events::access::ADMIN
+            )),
+        "the brokers are formatted with the admin's SCRAM credential"
+    );
+}
+
+#[test]
+fn every_service_logs_in_to_kafka_as_its_own_user_with_its_own_password() {
+    let doc = compose();
+    let mut users = BTreeSet::new();
+    for (name, user) in kafka_clients() {
+        let svc = service(&doc, name);
+        let principal = shared_events::access::Principal::of_service(user)
+            .unwrap_or_else(|| panic!("{name}: {user} is no principal of shared_events::access"));
+        assert_eq!(
+            env_var(name, svc, "KAFKA_SASL_USERNAME"),
+            principal.user,
+            "{name} logs in as {user}"
+        );
+        assert!(users.insert(principal.user), "{user} is used twice");
+        assert_eq!(
+            interpolated(&env_var(name, svc, "KAFKA_SASL_PASSWORD")),
+            Some(password_variable(user).as_str()),
+            "{name} takes its password from its own .env variable"
+        );
+        assert!(
+            ["SASL_PLAINTEXT", "SASL_SSL"]
+                .contains(&env_var(name, svc, "KAFKA_SECURITY_PROTOCOL").as_str()),
+            "{name} logs in"
+        );
+        assert_eq!(
+            env_var(name, svc, "KAFKA_SASL_MECHANISM"),
+            "SCRAM-SHA-512",
+            "{name}"
+        );
+        assert_eq!(
+            env_var(name, svc, "KAFKA_CREATE_TOPICS"),
+            "false",
+            "{name} may not create topics: kafka-init does"
+        );
+        // Its group is the one it is granted; KAFKA_GROUP_ID would need a grant of its own.
+        if let Some(group) = env(svc).get("KAFKA_GROUP_ID") {
+            assert_eq!(Some(group.as_str()), principal.group, "{name}'s group");
+        }
+        if name != "tools" {
+            assert_eq!(
+                depends_on_condition(svc, "kafka-init").as_deref(),
+                Some("service_completed_successfully"),
+                "{name} starts once its user and ACLs exist"
+            );
+        }
+    }
+
+    // kafka-init creates each of those users with the same variable.
+    let scram: BTreeMap<String, String> = script_commands(KAFKA_INIT_SCRIPT)
+        .into_iter()
+        .filter(|c| c.first().map(String::as_str) == Some("scram") && c.len() == 3)
+        .map(|c| (c[1].clone(), c[2].clone()))
+        .collect();
+    let declared: BTreeMap<String, String> = shared_events::access::PRINCIPALS
+        .iter()
+        .map(|p| (p.user.to_owned(), password_variable(p.user)))
+        .collect();
+    assert_eq!(
+        scram, declared,
+        "init.sh gives every principal its SCRAM credential"
+    );
+    let init = service(&doc, "kafka-init");
+    for variable in declared.values() {
+        assert_eq!(
+            interpolated(&env_var("kafka-init", init, variable)),
+            Some(variable.as_str()),
+            "kafka-init takes {variable} from .env"
+        );
+    }
+
+    // Kafka UI has no login of its own: it logs in as admin and only looks.
+    let ui = service(&doc, "kafka-ui");
+    let ui_env = env(ui);
+    assert_eq!(
+        ui_env.get("KAFKA_CLUSTERS_0_READONLY").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        ui_env
+            .get("KAFKA_CLUSTERS_0_PROPERTIES_SASL_MECHANISM")
+            .map(String::as_str),
+        Some("SCRAM-SHA-512")
+    );
+    let jaas = ui_env
+        .get("KAFKA_CLUSTERS_0_PROPERTIES_SASL_JAAS_CONFIG")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        jaas.contains(&format!("username=\"{}\"", shared_events::access::ADMIN))
+            && jaas.contains("password=\"${ADMIN_KAFKA_PASSWORD"),
+        "kafka-ui: {jaas}"
+    );
+}
+
+#[test]
+fn no_secret_is_written_in_docker_compose_yml_every_one_comes_from_dot_env() {
+    let text = std::fs::read_to_string(COMPOSE_FILE).expect("reading docker-compose.yml");
+    let dot_env = env_file();
+
+    // Every password has a value in .env that the scripts can splice in safely, and none of
+    // those values is written anywhere but .env.
+    let secrets: Vec<(&String, &String)> = dot_env
+        .iter()
+        .filter(|(key, _)| key.ends_with("PASSWORD"))
+        .collect();
+    assert!(!secrets.is_empty(), ".env holds the passwords");
+    for (key, value) in &secrets {
+        assert!(
+            value.len() >= 12
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+            ".env: {key} must be 12 or more letters, digits, '.', '_' or '-'"
+        );
+        for path in [COMPOSE_FILE, BROKER_SCRIPT, KAFKA_INIT_SCRIPT] {
+            let file = std::fs::read_to_string(path).expect("readable");
+            assert!(
+                !file.contains(value.as_str()),
+                "{path} contains the value of {key}; write ${{{key}}} instead"
+            );
+        }
+    }
+    for user in shared_events::access::PRINCIPALS
+        .iter()
+        .map(|p| p.user)
+        .chain([shared_events::access::ADMIN, "broker"])
+    {
+        assert!(
+            dot_env.contains_key(&password_variable(user)),
+            ".env has no {}",
+            password_variable(user)
+        );
+    }
+
+    // Every interpolation has its value in .env, and .env holds nothing the file does not use.
+    let used = interpolations(&text);
+    let defined: BTreeSet<String> = dot_env.keys().cloned().collect();
+    assert_eq!(
+        used, defined,
+        "the variables docker-compose.yml uses and those .env sets"
+    );
+
+    // Every variable that carries a secret is an interpolation, whole or inside a JAAS
+    // configuration; no URL carries a password.
+    let doc = compose();
+    for (name, svc) in services(&doc) {
+        let name = scalar(name);
+        for (key, value) in env(svc) {
+            if key.contains("PASSWORD") {
+                assert!(
+                    interpolated(&value).is_some(),
+                    "{name}: {key} is written in the file; take it from .env"
+                );
+            }
+            for marker in ["password=\"", "user_broker=\""] {
+                for (at, _) in value.match_indices(marker) {
+                    assert!(
+                        value[at + marker.len()..].starts_with("${"),
+                        "{name}: {key} writes a password in the file: take it from .env"
+                    );
+                }
+            }
+            if let Some((_, rest)) = value.split_once("://") {
+                let authority = rest.split('/').next().unwrap_or_default();
+                if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                    assert!(
+                        !userinfo.contains(':'),
+                        "{name}: {key} carries a password in its URL; use DATABASE_PASSWORD"
+                    );
+                }
+            }
+        }
+    }
+
+    // And no image is built with them.
+    let ignored = std::fs::read_to_string(DOCKERIGNORE).expect("reading .dockerignore");
+    assert!(
+        ignored.lines().any(|l| l.trim() == ".env"),
+        ".dockerignore leaves .env out of the build context, so COPY . . cannot bake it in"
+    );
 }
