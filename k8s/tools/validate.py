@@ -22,9 +22,8 @@ shape (OVERLAYS). Consistency with the code (ACLs, topics, users) is e2e/tests/k
 """
 
 import argparse
+import base64
 import copy
-import json
-import re
 import sys
 from pathlib import Path
 
@@ -462,7 +461,6 @@ def check_references(overlay, docs, errors):
                 if rendered is not None:
                     if rendered.get("type") != "kubernetes.io/basic-auth":
                         errors.add(name_of(rendered), "must be of type kubernetes.io/basic-auth")
-                    import base64
                     user = base64.b64decode(rendered.get("data", {}).get("username", "")).decode()
                     if user != role["name"]:
                         errors.add(name_of(rendered), f"username is {user!r}, not the role {role['name']!r}")
