@@ -21,6 +21,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "docker-compose.yml (offline validation)"
 scripts/check-compose.sh
 
+say "k8s/ manifests (offline validation)"
+scripts/check-k8s.sh
+
 require_postgres
 export SHOP_TEST_POSTGRES_URL=${SHOP_TEST_POSTGRES_URL:-$POSTGRES_URL}
 export DATABASE_URL=${DATABASE_URL:-$POSTGRES_URL/postgres}
