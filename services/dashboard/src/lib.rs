@@ -145,6 +145,7 @@ async fn follow(state: State, stop: CancellationToken) -> anyhow::Result<()> {
         };
         let message = match message {
             Ok(message) => message,
+            Err(err) if kafka::is_refused_group_lookup(&err) => continue,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot read Kafka; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;

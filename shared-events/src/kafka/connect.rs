@@ -19,24 +19,43 @@ use rdkafka::util::Timeout;
 
 use crate::config::KafkaSettings;
 
-/// Remembers the last error librdkafka reported while connecting.
+/// Remembers what librdkafka reported while connecting: the last error, and the first one no
+/// retry can fix (a later "all brokers down" must not hide why they are).
 #[derive(Default)]
 struct Watch {
     last: Mutex<Option<(RDKafkaErrorCode, String)>>,
+    hopeless: Mutex<Option<(RDKafkaErrorCode, String)>>,
 }
 
 impl ClientContext for Watch {
     fn error(&self, error: KafkaError, reason: &str) {
-        if let Some(code) = error.rdkafka_error_code() {
-            *self.last.lock().expect("watch lock poisoned") = Some((code, reason.to_owned()));
+        let Some(code) = error.rdkafka_error_code() else {
+            return;
+        };
+        let seen = Some((code, reason.to_owned()));
+        if is_hopeless(code, reason) {
+            let mut hopeless = self.hopeless.lock().expect("watch lock poisoned");
+            if hopeless.is_none() {
+                *hopeless = seen.clone();
+            }
         }
+        *self.last.lock().expect("watch lock poisoned") = seen;
     }
+}
+
+fn is_hopeless(code: RDKafkaErrorCode, reason: &str) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::SSL
+    ) || reason.contains("security.protocol")
 }
 
 impl ConsumerContext for Watch {}
 
 /// A failure no retry will fix, described for the operator; `None` while waiting may help.
-fn hopeless(settings: &KafkaSettings, code: RDKafkaErrorCode, reason: &str) -> Option<String> {
+fn explain(settings: &KafkaSettings, code: RDKafkaErrorCode, reason: &str) -> Option<String> {
     let security = &settings.security;
     match code {
         RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
@@ -81,7 +100,10 @@ pub async fn check_connection(settings: &KafkaSettings) -> anyhow::Result<()> {
     loop {
         let client = consumer.clone();
         let result = super::blocking(move || {
-            client.fetch_metadata(None, Timeout::After(Duration::from_secs(2)))
+            let result = client.fetch_metadata(None, Timeout::After(Duration::from_secs(2)));
+            // Errors reach the context only when the client is polled.
+            let _ = client.poll(Timeout::After(Duration::from_millis(100)));
+            result
         })
         .await;
         let error = match result {
@@ -89,15 +111,16 @@ pub async fn check_connection(settings: &KafkaSettings) -> anyhow::Result<()> {
             Ok(_) => "the cluster reported no brokers".to_owned(),
             Err(err) => err.to_string(),
         };
-        let seen = consumer
-            .context()
-            .last
+        let watch = consumer.context();
+        let seen = watch
+            .hopeless
             .lock()
             .expect("watch lock poisoned")
-            .take();
+            .take()
+            .or_else(|| watch.last.lock().expect("watch lock poisoned").take());
         let cause = match seen {
             Some((code, reason)) => {
-                if let Some(problem) = hopeless(settings, code, &reason) {
+                if let Some(problem) = explain(settings, code, &reason) {
                     bail!(
                         "cannot connect to Kafka at {}: {problem}",
                         settings.bootstrap_servers

@@ -45,10 +45,10 @@ impl DeadLetter {
 /// a consumer group or committing anything: listing is free of side effects.
 pub async fn read_all(settings: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<DeadLetter>> {
     let consumer: BaseConsumer = super::base_config(settings)
-        // Never commit: reading the dead letters must not move anybody's position. No
-        // `group.id` either: it only assigns, and a cluster that enforces ACLs would refuse
-        // the group coordinator lookup librdkafka makes for one.
+        // Never commit: reading the dead letters must not move anybody's position.
         .set("enable.auto.commit", "false")
+        // Needed to assign, never joined (see `super::tail::is_refused_group_lookup`).
+        .set("group.id", format!("{}-dlt-reader", settings.client_id))
         .create()
         .context("invalid Kafka consumer configuration")?;
     let topic = topic.to_owned();
@@ -94,7 +94,10 @@ fn read_blocking(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<Dea
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let message = message?;
+        let message = match message {
+            Err(err) if super::tail::is_refused_group_lookup(&err) => continue,
+            other => other?,
+        };
         letters.push(DeadLetter {
             partition: message.partition(),
             offset: message.offset(),

@@ -17,7 +17,7 @@ pub use connect::check_connection;
 pub use consumer::{EventConsumer, dead_letter};
 pub use handler::{Applied, Decision, Handler, HandlerError, OrderBatch, RetryPolicy};
 pub use producer::{EventProducer, OutgoingRecord};
-pub use tail::tail;
+pub use tail::{is_refused_group_lookup, tail};
 
 use rdkafka::ClientConfig;
 

@@ -21,9 +21,11 @@ pub async fn tail(
     topics: &[&str],
     start: Offset,
 ) -> anyhow::Result<Arc<StreamConsumer>> {
-    // No `group.id`: with one, librdkafka would look up the group's coordinator even though
-    // nothing subscribes, and a cluster that enforces ACLs refuses an observer that lookup.
     let consumer: StreamConsumer = super::base_config(settings)
+        // librdkafka wants a group id even for a consumer that only assigns; it is never
+        // joined, since nothing subscribes. It still looks the group's coordinator up, which
+        // a cluster enforcing ACLs refuses an observer: see `is_refused_group_lookup`.
+        .set("group.id", format!("{}-observer", settings.client_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("queued.max.messages.kbytes", "1024")
@@ -51,4 +53,11 @@ pub async fn tail(
         .assign(&assignment)
         .context("cannot assign the topics' partitions")?;
     Ok(consumer)
+}
+
+/// Whether `err` is only the cluster refusing an observer the lookup of the group it never
+/// joins (`GROUP_AUTHORIZATION_FAILED`, where ACLs are enforced and it has no group grant):
+/// nothing is wrong with what it reads, so it is not worth a warning.
+pub fn is_refused_group_lookup(err: &rdkafka::error::KafkaError) -> bool {
+    err.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::GroupAuthorizationFailed)
 }
