@@ -5,7 +5,9 @@
 #   fresh broker and fresh databases, with the five services' release binaries:
 #   (b) each group's backlog drain rate (a backlog built while the consumers are not running),
 #   (a) the most orders/s completed end to end (in all four services),
-#   (c) latency at 100 and 1,000 orders/s, (d) each service's peak memory.
+#   (c) latency at 100 and 1,000 orders/s, (d) each service's peak memory;
+#   (e) what TLS and SCRAM cost: the ceiling again, on a broker that speaks only TLS, as a
+#   SCRAM-SHA-512 user, beside the plaintext one, with the broker's and the client's CPU time.
 #
 #   scripts/bench.sh                        # the full run (many minutes while the services are slow)
 #   scripts/bench.sh --smoke                # tiny counts, debug build: proves it runs end to end
@@ -57,6 +59,9 @@ db_prefix=bench_${run_id}_
 work=$(mktemp -d "${TMPDIR:-/tmp}/shop-bench.XXXXXX")
 mkdir -p "$work/logs"
 declare -A pid=()  # process name -> pid, each the leader of its own process group
+declare -A broker_cpu=()  # ceiling run -> the broker's CPU seconds
+# shellcheck source=lib/secure.sh
+source scripts/lib/secure.sh
 failed=false
 
 # Stops a process and everything it started: SIGTERM to its group, SIGKILL after 10 s.
@@ -109,17 +114,39 @@ fail_with_log() {
 }
 
 # A fresh Tansu with sqlite storage in a directory of its own, on a free port: sets $port.
-# (Not a $(function): that would run in a subshell and lose track of the process.)
+# (Not a $(function): that would run in a subshell and lose track of the process.) With
+# `secure`: TLS only (a certificate for localhost, made in $work/secure) and SCRAM users.
 start_tansu() {
-  local name=$1
+  local name=$1 mode=${2:-plain} host=127.0.0.1 tls=""
   port=$(free_port "${ports[@]}")
   ports+=("$port")
   mkdir -p "$work/$name"
+  if [ "$mode" = secure ]; then
+    secure_certificates "$work/secure"
+    secure_passwords "$work/secure" admin
+    secure_bootstrap_broker "$tansu" "$work/$name" "$port" "$work/secure" admin
+    host=localhost
+    tls="--authentication --cert '$work/secure/broker.crt' --key '$work/secure/broker.key'"
+  fi
   # Tansu resolves the sqlite path against its working directory.
   start "$name" bash -c "cd '$work/$name' && exec '$tansu' broker \
-    --listener-url tcp://127.0.0.1:$port --advertised-listener-url tcp://127.0.0.1:$port \
-    --storage-engine sqlite://tansu.db"
+    --listener-url tcp://127.0.0.1:$port --advertised-listener-url tcp://$host:$port \
+    --storage-engine sqlite://tansu.db $tls"
   wait_for_port "$port" 30 && alive "$name" || fail_with_log "$name" "Tansu did not start"
+}
+
+# CPU seconds (user + system) a running process has used so far, from /proc.
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo -
+}
+
+# Runs a tool as run_tool does, and records its CPU time (its own and its children's, as
+# bash's `times` reports them) in $work/<name>.cpu.
+run_timed() {
+  local name=$1; shift
+  run_tool "$name" bash -c '"$@"; status=$?; times >&3; exit $status' _ "$@" 3>"$work/$name.times" || return $?
+  awk 'NR == 2 { split($1, u, "m"); split($2, s, "m"); sub(/s/, "", u[2]); sub(/s/, "", s[2]);
+       printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$work/$name.times" >"$work/$name.cpu"
 }
 
 start_service() {
@@ -183,12 +210,27 @@ ports=()
 # --- the broker's ceiling -----------------------------------------------------------------
 say "broker fan-out ceiling: $ceiling_records records, 4 groups"
 start_tansu tansu-ceiling
-if ! run_tool ceiling "target/$profile/shop-ceiling" --bootstrap-servers "127.0.0.1:$port" \
+if ! run_timed ceiling "target/$profile/shop-ceiling" --bootstrap-servers "127.0.0.1:$port" \
     --records "$ceiling_records" --json; then
   echo "shop-ceiling failed; the ceiling is missing (broker log: $work/logs/tansu-ceiling.log)" >&2
   failed=true
 fi
+broker_cpu[ceiling]=$(cpu_seconds "${pid[tansu-ceiling]}")
 stop tansu-ceiling
+
+# --- (e) what TLS and SCRAM cost --------------------------------------------------------------
+say "(e) the same ceiling over TLS, as a SCRAM-SHA-512 user"
+start_tansu tansu-ceiling-secure secure
+if ! run_timed ceiling-secure env KAFKA_SECURITY_PROTOCOL=SASL_SSL KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
+    KAFKA_SASL_USERNAME=admin KAFKA_SASL_PASSWORD_FILE="$work/secure/admin.password" \
+    KAFKA_SSL_CA_LOCATION="$work/secure/ca.crt" \
+    "target/$profile/shop-ceiling" --bootstrap-servers "localhost:$port" \
+    --records "$ceiling_records" --json; then
+  echo "shop-ceiling over TLS failed (broker log: $work/logs/tansu-ceiling-secure.log)" >&2
+  failed=true
+fi
+broker_cpu[ceiling-secure]=$(cpu_seconds "${pid[tansu-ceiling-secure]}")
+stop tansu-ceiling-secure
 
 # --- the services ---------------------------------------------------------------------------
 start_tansu tansu
@@ -289,6 +331,18 @@ echo
 row "figure" "measured" "target" ""
 row "broker fan-out ceiling ($(figure ceiling .records) records, 4 groups)" "$(round "$ceiling_rate") rec/s" "" ""
 row "  broker produce rate" "$(round "$(figure ceiling .produce_per_second)") rec/s" "" ""
+# CPU milliseconds per 1,000 records of a ceiling run, broker and client: "broker / client".
+per_thousand() {
+  local records client
+  records=$(figure "$1" .records)
+  client=$(cat "$work/$1.cpu" 2>/dev/null || echo -)
+  case "$records ${broker_cpu[$1]:--} $client" in *-*) echo "- / -"; return ;; esac
+  awk -v r="$records" -v b="${broker_cpu[$1]}" -v c="$client" 'BEGIN { printf "%.0f / %.0f", 1e6 * b / r, 1e6 * c / r }'
+}
+row "  CPU ms per 1,000 records, broker / client" "$(per_thousand ceiling)" "" ""
+row "(e) the ceiling over TLS + SCRAM-SHA-512" "$(round "$(figure ceiling-secure .fan_out_per_second)") rec/s" "" ""
+row "  broker produce rate" "$(round "$(figure ceiling-secure .produce_per_second)") rec/s" "" ""
+row "  CPU ms per 1,000 records, broker / client" "$(per_thousand ceiling-secure)" "" ""
 row "(a) sustained end to end, all four services" "$(round "$e2e_rate") orders/s" "≥ 3000" "$(meets "$e2e_rate" ge 3000)"
 row "    as a share of the ceiling" "$ratio %" "≥ 65 %" "$(meets "$ratio" ge 65)"
 row "    POSTs accepted (max rate, $max_duration)" "$(round "$(figure max .posts.accepted_per_second)") orders/s" "" ""

@@ -34,9 +34,14 @@ fn listening(port: u16) -> bool {
 
 /// Starts the script in a process group of its own, as a shell starts a foreground job.
 fn start(data_dir: &Path, kafka_port: u16, log: &Path) -> Child {
+    start_with(data_dir, kafka_port, log, &[])
+}
+
+fn start_with(data_dir: &Path, kafka_port: u16, log: &Path, args: &[&str]) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(repository().join("scripts/run-local.sh"))
         .args(["--data-dir".as_ref(), data_dir.as_os_str()])
+        .args(args)
         .env("KAFKA_PORT", kafka_port.to_string())
         .current_dir(repository())
         .stdin(Stdio::null())
@@ -128,4 +133,70 @@ fn ctrl_c_stops_every_process_of_a_local_run_broker_included_and_the_next_run_st
             assert!(!listening(port), "run {run}: port {port} still taken");
         }
     }
+}
+
+#[tokio::test]
+async fn a_secured_local_run_confirms_an_order_with_kafka_over_tls_and_a_scram_user_per_service()
+{
+    let data_dir = tempfile::Builder::new()
+        .prefix("shop-run-local-secure-")
+        .tempdir()
+        .unwrap();
+    let data = data_dir.path().join("data");
+    let log = data_dir.path().join("run-local.log");
+    let kafka_port = e2e::broker::free_port();
+    for port in SERVICE_PORTS {
+        assert!(!listening(port), "port {port} is in use: stop the local run first");
+    }
+    let mut script = start_with(&data, kafka_port, &log, &["--secure"]);
+    wait_until_running(&mut script, &log);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("TLS and SASL/SCRAM"), "{text}");
+    // Every principal got its own password file, and the broker its certificate.
+    for user in shared_events::access::PRINCIPALS.iter().map(|p| p.user) {
+        let file = data.join("secure").join(format!("{user}.password"));
+        assert!(file.exists(), "no password for {user}");
+    }
+
+    let http = reqwest::Client::new();
+    let placed: serde_json::Value = http
+        .post("http://127.0.0.1:8080/orders")
+        .json(&serde_json::json!({"customer_id": "cust-s", "customer_email": "ada@example.com",
+                                  "items": [{"sku": "KB-001", "quantity": 1}]}))
+        .send()
+        .await
+        .expect("POST /orders")
+        .json()
+        .await
+        .unwrap();
+    let id = placed["id"].as_str().expect("an order id").to_owned();
+    e2e::eventually("the order to be confirmed", Duration::from_secs(60), || async {
+        let order: serde_json::Value = http
+            .get(format!("http://127.0.0.1:8080/orders/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (order["status"] == "confirmed").then_some(())
+    })
+    .await;
+
+    interrupt(&mut script, &log);
+    let _ = script.wait();
+}
+
+#[test]
+fn the_secured_local_run_creates_exactly_the_shops_topics() {
+    let script = std::fs::read_to_string(repository().join("scripts/lib/secure.sh")).unwrap();
+    let line = script
+        .lines()
+        .find_map(|line| line.strip_prefix("secure_topics=("))
+        .expect("secure.sh lists its topics");
+    let mut listed: Vec<&str> = line.trim_end_matches(')').split_whitespace().collect();
+    let mut expected = shared_events::topics::EVERY.to_vec();
+    listed.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
 }

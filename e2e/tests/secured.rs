@@ -467,3 +467,53 @@ async fn no_secret_appears_in_logs_errors_metrics_pages_or_help() {
 
     stack.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_says_503_while_the_broker_shows_a_certificate_the_service_does_not_trust() {
+    let mut stack = Stack::start_secure().await;
+    let inventory = stack.start_consumer(Consumer::Inventory, "1").await;
+    let readyz = |http: reqwest::Client, url: String| async move {
+        let response = http.get(url).send().await.ok()?;
+        Some((response.status().as_u16(), response.text().await.unwrap_or_default()))
+    };
+    let url = inventory.url("/readyz");
+    eventually("inventory to be ready", PATIENCE, || async {
+        let (status, _) = readyz(stack.http.clone(), url.clone()).await?;
+        (status == 200).then_some(())
+    })
+    .await;
+
+    // The broker comes back with a certificate from a CA nobody here trusts.
+    let stranger = Pki::new("stranger");
+    let trusted = {
+        let secure = stack.secure.as_ref().unwrap();
+        (secure.pki.cert.clone(), secure.pki.key.clone())
+    };
+    stack.broker.stop().await;
+    let e2e::Broker::Tansu(tansu) = &mut stack.broker else {
+        unreachable!("a secured stack runs Tansu")
+    };
+    tansu.set_certificate(stranger.cert.clone(), stranger.key.clone());
+    stack.broker.restart().await;
+    let body = eventually("readyz to say 503", PATIENCE, || async {
+        let (status, body) = readyz(stack.http.clone(), url.clone()).await?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.to_lowercase().contains("kafka"), "{body}");
+
+    // Trusted again: ready again.
+    stack.broker.stop().await;
+    let e2e::Broker::Tansu(tansu) = &mut stack.broker else {
+        unreachable!("a secured stack runs Tansu")
+    };
+    tansu.set_certificate(trusted.0, trusted.1);
+    stack.broker.restart().await;
+    eventually("inventory to be ready again", PATIENCE, || async {
+        let (status, _) = readyz(stack.http.clone(), url.clone()).await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    inventory.stop().await;
+    stack.finish().await;
+}
