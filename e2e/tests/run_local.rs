@@ -136,8 +136,7 @@ fn ctrl_c_stops_every_process_of_a_local_run_broker_included_and_the_next_run_st
 }
 
 #[tokio::test]
-async fn a_secured_local_run_confirms_an_order_with_kafka_over_tls_and_a_scram_user_per_service()
-{
+async fn a_secured_local_run_confirms_an_order_with_kafka_over_tls_and_a_scram_user_per_service() {
     let data_dir = tempfile::Builder::new()
         .prefix("shop-run-local-secure-")
         .tempdir()
@@ -146,7 +145,10 @@ async fn a_secured_local_run_confirms_an_order_with_kafka_over_tls_and_a_scram_u
     let log = data_dir.path().join("run-local.log");
     let kafka_port = e2e::broker::free_port();
     for port in SERVICE_PORTS {
-        assert!(!listening(port), "port {port} is in use: stop the local run first");
+        assert!(
+            !listening(port),
+            "port {port} is in use: stop the local run first"
+        );
     }
     let mut script = start_with(&data, kafka_port, &log, &["--secure"]);
     wait_until_running(&mut script, &log);
@@ -161,8 +163,10 @@ async fn a_secured_local_run_confirms_an_order_with_kafka_over_tls_and_a_scram_u
     let http = reqwest::Client::new();
     let placed: serde_json::Value = http
         .post("http://127.0.0.1:8080/orders")
-        .json(&serde_json::json!({"customer_id": "cust-s", "customer_email": "ada@example.com",
-                                  "items": [{"sku": "KB-001", "quantity": 1}]}))
+        .json(
+            &serde_json::json!({"customer_id": "cust-s", "customer_email": "ada@example.com",
+                                  "items": [{"sku": "KB-001", "quantity": 1}]}),
+        )
         .send()
         .await
         .expect("POST /orders")
@@ -170,17 +174,21 @@ async fn a_secured_local_run_confirms_an_order_with_kafka_over_tls_and_a_scram_u
         .await
         .unwrap();
     let id = placed["id"].as_str().expect("an order id").to_owned();
-    e2e::eventually("the order to be confirmed", Duration::from_secs(60), || async {
-        let order: serde_json::Value = http
-            .get(format!("http://127.0.0.1:8080/orders/{id}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (order["status"] == "confirmed").then_some(())
-    })
+    e2e::eventually(
+        "the order to be confirmed",
+        Duration::from_secs(60),
+        || async {
+            let order: serde_json::Value = http
+                .get(format!("http://127.0.0.1:8080/orders/{id}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (order["status"] == "confirmed").then_some(())
+        },
+    )
     .await;
 
     interrupt(&mut script, &log);

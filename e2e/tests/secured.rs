@@ -474,7 +474,10 @@ async fn readyz_says_503_while_the_broker_shows_a_certificate_the_service_does_n
     let inventory = stack.start_consumer(Consumer::Inventory, "1").await;
     let readyz = |http: reqwest::Client, url: String| async move {
         let response = http.get(url).send().await.ok()?;
-        Some((response.status().as_u16(), response.text().await.unwrap_or_default()))
+        Some((
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        ))
     };
     let url = inventory.url("/readyz");
     eventually("inventory to be ready", PATIENCE, || async {
