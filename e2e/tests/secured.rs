@@ -331,6 +331,13 @@ async fn a_client_without_credentials_is_refused_by_the_broker() {
     stack.finish().await;
 }
 
+/// What a GET of `url` answers, whatever its status.
+async fn body_of(stack: &Stack, url: String) -> String {
+    let response = stack.http.get(&url).send().await;
+    let response = response.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    response.text().await.unwrap_or_default()
+}
+
 /// Every secret of a service's configuration, for looking for them where none may be.
 fn assert_hidden(where_: &str, text: &str, secrets: &[&str]) {
     for secret in secrets {
@@ -379,15 +386,7 @@ async fn no_secret_appears_in_logs_errors_metrics_pages_or_help() {
             "/openapi.json",
             "/docs",
         ] {
-            let body = stack
-                .http
-                .get(service.url(path))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let body = body_of(&stack, service.url(path)).await;
             assert_hidden(&format!("{}{path}", service.name()), &body, &passwords);
         }
     }
@@ -395,15 +394,7 @@ async fn no_secret_appears_in_logs_errors_metrics_pages_or_help() {
     // The dashboard's page and what it shows.
     let dashboard = stack.start_dashboard(&order).await;
     for path in ["/", "/app.js", "/api/state", "/metrics"] {
-        let body = stack
-            .http
-            .get(dashboard.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = body_of(&stack, dashboard.url(path)).await;
         assert_hidden(&format!("dashboard{path}"), &body, &passwords);
     }
     dashboard.stop().await;
