@@ -159,11 +159,11 @@ for service in "${services[@]}"; do
     http_port=$(( ${port[$service]} + 100 * (i - 1) ))
     mapfile -t extra < <(kafka_env "$service")
     env "${extra[@]}" \
-    KAFKA_BOOTSTRAP_SERVERS=$kafka_host:$kafka_port \
-    DATABASE_URL=$(database_url "${database[$service]}") \
-    HTTP_ADDR=127.0.0.1:$http_port \
-    INSTANCE_ID=${service%-service}-$i \
-    MAIL_DIR=$data_dir/mail \
+    "KAFKA_BOOTSTRAP_SERVERS=$kafka_host:$kafka_port" \
+    "DATABASE_URL=$(database_url "${database[$service]}")" \
+    "HTTP_ADDR=127.0.0.1:$http_port" \
+    "INSTANCE_ID=${service%-service}-$i" \
+    "MAIL_DIR=$data_dir/mail" \
       "target/$profile/$service" > >(label "${service%-service}-$i" "$n") 2>&1 &
     pids+=($!)
     urls+=("$(printf '%-22s http://127.0.0.1:%s' "${service%-service}-$i" "$http_port")")
@@ -175,9 +175,9 @@ done
 # Order Service.
 mapfile -t extra < <(kafka_env dashboard)
 env "${extra[@]}" \
-KAFKA_BOOTSTRAP_SERVERS=$kafka_host:$kafka_port \
+"KAFKA_BOOTSTRAP_SERVERS=$kafka_host:$kafka_port" \
 HTTP_ADDR=127.0.0.1:8088 \
-ORDER_SERVICE_URL=http://127.0.0.1:${port[order-service]} \
+"ORDER_SERVICE_URL=http://127.0.0.1:${port[order-service]}" \
 INSTANCE_ID=dashboard \
   "target/$profile/dashboard" > >(label dashboard "$n") 2>&1 &
 pids+=($!)
