@@ -8,7 +8,7 @@
 #      services and tools are built from;
 #   5. promtool checks docker/prometheus/prometheus.yml, and every query of the Grafana
 #      dashboards parses as PromQL; the provisioned files are where Grafana's mounts put them;
-#   6. shellcheck (Debian's package) checks the scripts the Kafka containers run
+#   6. shellcheck (Debian's package) checks the scripts the Kafka and PostgreSQL containers run
 #      (docker/kafka/: the brokers' start-up, kafka-init's topics, users and ACLs), which
 #      cannot be run here without a Docker engine.
 # Tools are installed once into a cache and reused, so a second run takes a few seconds.
@@ -224,7 +224,7 @@ print(f"    {len(uids)} data source(s), {len(groups)} panels")
 PY
 "$promtool" check rules --lint-fatal "$work/dashboard-queries.yml" | sed 's/^/    /'
 
-# --- 6. The Kafka containers' scripts ---------------------------------------------------------
+# --- 6. The containers' scripts --------------------------------------------------------------
 if ! command -v shellcheck >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || die "shellcheck is missing; install Debian's package: sudo apt-get install shellcheck"
   say "installing shellcheck (Debian package)"
@@ -237,8 +237,8 @@ if ! command -v shellcheck >/dev/null 2>&1; then
     die "installing shellcheck failed"
   fi
 fi
-mapfile -t kafka_scripts < <(find docker/kafka -type f -name '*.sh' | sort)
-[ "${#kafka_scripts[@]}" -gt 0 ] || die "no scripts in docker/kafka/"
+mapfile -t kafka_scripts < <(find docker -type f -name '*.sh' | sort)
+[ "${#kafka_scripts[@]}" -gt 0 ] || die "no scripts in docker/"
 say "shellcheck $(shellcheck --version | awk '/^version:/ { print $2 }'): ${kafka_scripts[*]}"
 for script in "${kafka_scripts[@]}"; do bash -n "$script"; done
 # -x follows `. /shop/common.sh` through the `# shellcheck source=` directives.

@@ -1718,3 +1718,47 @@ fn no_secret_is_written_in_docker_compose_yml_every_one_comes_from_dot_env() {
         ".dockerignore leaves .env out of the build context, so COPY . . cannot bake it in"
     );
 }
+
+#[test]
+fn every_service_reaches_postgresql_as_its_own_role_owning_only_its_database() {
+    let doc = compose();
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docker/postgres-roles.sh"
+    ))
+    .expect("reading docker/postgres-roles.sh");
+    let postgres_env = env(service(&doc, "postgres"));
+    let mut variables = BTreeSet::new();
+    for (name, _, database) in SERVICES {
+        let svc = service(&doc, name);
+        let url = env_var(name, svc, "DATABASE_URL");
+        assert!(
+            url.starts_with(&format!("postgres://{name}@postgres:5432/{database}")),
+            "{name} logs in to PostgreSQL as its own role: {url}"
+        );
+        let password = env_var(name, svc, "DATABASE_PASSWORD");
+        let variable = interpolated(&password)
+            .unwrap_or_else(|| panic!("{name}: DATABASE_PASSWORD comes from .env: {password}"));
+        assert!(
+            variables.insert(variable.to_owned()),
+            "{name} shares its password variable {variable}"
+        );
+        assert_eq!(
+            postgres_env.get(variable).map(String::as_str),
+            Some(password.as_str()),
+            "the postgres container gets {variable} to create {name}'s role"
+        );
+        assert!(
+            script.contains(&format!("role {name} {database} \"${variable}\"")),
+            "docker/postgres-roles.sh creates {name} owning {database} with {variable}"
+        );
+    }
+    let mounted = service(&doc, "postgres")
+        .get("volumes")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .map(scalar)
+        .any(|v| v.starts_with("./docker/postgres-roles.sh:/docker-entrypoint-initdb.d/20-"));
+    assert!(mounted, "postgres runs postgres-roles.sh after the databases exist");
+}
