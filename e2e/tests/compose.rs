@@ -1760,5 +1760,8 @@ fn every_service_reaches_postgresql_as_its_own_role_owning_only_its_database() {
         .flatten()
         .map(scalar)
         .any(|v| v.starts_with("./docker/postgres-roles.sh:/docker-entrypoint-initdb.d/20-"));
-    assert!(mounted, "postgres runs postgres-roles.sh after the databases exist");
+    assert!(
+        mounted,
+        "postgres runs postgres-roles.sh after the databases exist"
+    );
 }
