@@ -73,6 +73,21 @@ pub fn redact_url(url: &str) -> String {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
             }
+            // sqlx also takes `?password=`.
+            if parsed.query_pairs().any(|(key, _)| key == "password") {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(key, value)| {
+                        let value = if key == "password" {
+                            "***".into()
+                        } else {
+                            value
+                        };
+                        (key.into_owned(), value.into_owned())
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
         Err(_) => "<a URL that does not parse>".to_owned(),
@@ -122,6 +137,9 @@ mod tests {
             "postgres://shop:***@db:5432/orders?sslmode=require"
         );
         assert_eq!(redact_url("smtp://mail:25"), "smtp://mail:25");
+        let shown = redact_url("postgres://shop@db/orders?password=hunter2&sslmode=require");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
         assert!(!redact_url("not a url hunter2").contains("hunter2"));
     }
 }

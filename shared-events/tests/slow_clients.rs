@@ -17,13 +17,17 @@ const LIMITS: ServerLimits = ServerLimits {
 };
 
 async fn start() -> (std::net::SocketAddr, CancellationToken) {
+    start_with(LIMITS).await
+}
+
+async fn start_with(limits: ServerLimits) -> (std::net::SocketAddr, CancellationToken) {
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
         .route("/echo", post(|body: String| async move { body }));
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(http::serve(listener, app, LIMITS, stop.clone()));
+    tokio::spawn(http::serve(listener, app, limits, stop.clone()));
     (addr, stop)
 }
 
@@ -131,5 +135,21 @@ async fn a_kept_alive_connection_serves_several_requests_in_time() {
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_time_out_not_the_idle_one() {
+    let (addr, stop) = start_with(ServerLimits {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 4,
+    })
+    .await;
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(20)).await,
+        "a silent connection was held past the header time-out"
+    );
     stop.cancel();
 }

@@ -124,7 +124,9 @@ impl Mailer {
 /// Whether an SMTP error is one no retry can fix: a refused login (a permanent 5xx reply) or a
 /// TLS handshake that failed, such as a certificate not trusted or not for the host.
 fn is_misconfiguration(err: &lettre::transport::smtp::Error) -> bool {
-    if err.is_tls() || err.is_permanent() {
+    // A client error: no login mechanism both sides speak, say (a server that offers AUTH only
+    // after STARTTLS, to a client told not to use it).
+    if err.is_tls() || err.is_permanent() || err.is_client() {
         return true;
     }
     // A failed handshake comes back as a connection error; its cause says what failed.
@@ -158,6 +160,10 @@ fn smtp_transport(smtp: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Toki
         }
         builder.build_rustls().context("cannot set up TLS")
     };
+    let encrypted = matches!(
+        (url.scheme(), tls_mode.as_deref()),
+        ("smtps", None) | ("smtp", Some("required"))
+    );
     let (port, tls) = match (url.scheme(), tls_mode.as_deref()) {
         ("smtps", None) => (465, Tls::Wrapper(parameters()?)),
         ("smtp", None | Some("none")) => (25, Tls::None),
@@ -181,8 +187,20 @@ fn smtp_transport(smtp: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Toki
         .as_ref()
         .map(|p| p.expose().to_owned())
         .or_else(|| url.password().map(percent_decode));
-    if let Some(username) = username {
-        builder = builder.credentials(Credentials::new(username, password.unwrap_or_default()));
+    match (username, password) {
+        (Some(username), password) => {
+            // A password sent in clear text, or over a STARTTLS an attacker can strip, is a
+            // password given away; only a relay on this machine is exempt.
+            let local = matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]" | "::1");
+            anyhow::ensure!(
+                encrypted || local,
+                "an SMTP login would cross the network unencrypted: use smtps:// or \
+                 ?tls=required"
+            );
+            builder = builder.credentials(Credentials::new(username, password.unwrap_or_default()));
+        }
+        (None, Some(_)) => anyhow::bail!("SMTP_PASSWORD is set but no SMTP user is"),
+        (None, None) => {}
     }
     Ok(builder.build())
 }
@@ -225,10 +243,25 @@ mod tests {
             "smtps://mail.example.com",
             "smtp://mail.example.com:587?tls=required",
             "smtp://mail.example.com:587?tls=opportunistic",
-            "smtp://user:p%40ss@mail.example.com:1025",
+            "smtp://user:p%40ss@localhost:1025",
         ] {
             let mailer = Mailer::new(Some(&SmtpSettings::url(url)), Path::new("."));
             assert!(mailer.is_ok(), "{url}: {:#}", mailer.err().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_login_over_plain_or_opportunistic_smtp_to_another_host_is_refused() {
+        for url in [
+            "smtp://user:secret@mail.example.com:25",
+            "smtp://user:secret@mail.example.com:587?tls=opportunistic",
+        ] {
+            let err = Mailer::new(Some(&SmtpSettings::url(url)), Path::new("."))
+                .err()
+                .unwrap_or_else(|| panic!("{url} was taken"));
+            let shown = format!("{err:#}");
+            assert!(shown.contains("unencrypted"), "{shown}");
+            assert!(!shown.contains("secret"), "{shown}");
         }
     }
 

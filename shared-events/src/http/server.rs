@@ -90,16 +90,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only. Serving HTTP/2 as well would mean first sniffing each connection for its
+    // preface, with no timer on that read (a silent client would hold its slot for the idle
+    // time-out rather than the header time-out), and h2's keep-alive pings would count as
+    // progress on an idle connection. Nothing here needs HTTP/2.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.idle_timeout / 2))
-        .keep_alive_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     loop {
         let slot = tokio::select! {
@@ -130,7 +129,7 @@ pub async fn serve(
                 inner: stream,
                 progress: progress.clone(),
             });
-            let connection = builder.serve_connection_with_upgrades(io, service);
+            let connection = builder.serve_connection(io, service);
             tokio::pin!(connection);
             let mut shutting_down = false;
             loop {
@@ -156,6 +155,9 @@ pub async fn serve(
             }
         });
     }
+    // New clients are refused at once rather than left waiting in the backlog of a listener
+    // that will never accept them.
+    drop(listener);
     connections.close();
     connections.wait().await;
     Ok(())

@@ -33,7 +33,7 @@ impl ClientContext for Watch {
             return;
         };
         let seen = Some((code, reason.to_owned()));
-        if is_hopeless(code, reason) {
+        if is_hopeless(code) {
             let mut hopeless = self.hopeless.lock().expect("watch lock poisoned");
             if hopeless.is_none() {
                 *hopeless = seen.clone();
@@ -43,14 +43,25 @@ impl ClientContext for Watch {
     }
 }
 
-fn is_hopeless(code: RDKafkaErrorCode, reason: &str) -> bool {
+fn is_hopeless(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::Authentication
             | RDKafkaErrorCode::SaslAuthenticationFailed
             | RDKafkaErrorCode::SSL
-    ) || reason.contains("security.protocol")
+    )
 }
+
+/// librdkafka's hint that a disconnect may be a protocol mismatch (a plaintext client at a
+/// TLS listener, say). It adds it to any early disconnect, a broker restarting included, so
+/// only a hint that keeps coming while nothing answers is taken as the cause.
+fn is_protocol_hint(reason: &str) -> bool {
+    reason.contains("security.protocol")
+}
+
+/// How many protocol hints, over how long, make a mismatch rather than a broker starting.
+const PROTOCOL_HINTS: u32 = 3;
+const PROTOCOL_HINT_WINDOW: Duration = Duration::from_secs(5);
 
 impl ConsumerContext for Watch {}
 
@@ -71,7 +82,7 @@ fn explain(settings: &KafkaSettings, code: RDKafkaErrorCode, reason: &str) -> Op
              that the broker's certificate names the host in KAFKA_BOOTSTRAP_SERVERS)"
         )),
         // A plaintext client at a TLS or SASL listener, or the other way round.
-        _ if reason.contains("security.protocol") => Some(format!(
+        _ if is_protocol_hint(reason) => Some(format!(
             "the Kafka broker does not speak KAFKA_SECURITY_PROTOCOL={}: {reason}",
             security.protocol()
         )),
@@ -96,13 +107,19 @@ pub async fn check_connection(settings: &KafkaSettings) -> anyhow::Result<()> {
         }
     };
     let consumer = std::sync::Arc::new(consumer);
-    let deadline = Instant::now() + settings.startup_timeout;
+    let started = Instant::now();
+    let deadline = started + settings.startup_timeout;
+    let mut hints = 0;
     loop {
         let client = consumer.clone();
         let result = super::blocking(move || {
             let result = client.fetch_metadata(None, Timeout::After(Duration::from_secs(2)));
-            // Errors reach the context only when the client is polled.
-            let _ = client.poll(Timeout::After(Duration::from_millis(100)));
+            // Errors reach the context only when the client is polled: take all queued.
+            for _ in 0..100 {
+                if client.poll(Timeout::After(Duration::ZERO)).is_none() {
+                    break;
+                }
+            }
             result
         })
         .await;
@@ -120,7 +137,13 @@ pub async fn check_connection(settings: &KafkaSettings) -> anyhow::Result<()> {
             .or_else(|| watch.last.lock().expect("watch lock poisoned").take());
         let cause = match seen {
             Some((code, reason)) => {
-                if let Some(problem) = explain(settings, code, &reason) {
+                if is_protocol_hint(&reason) {
+                    hints += 1;
+                }
+                let mismatch = hints >= PROTOCOL_HINTS && started.elapsed() >= PROTOCOL_HINT_WINDOW;
+                if (is_hopeless(code) || mismatch)
+                    && let Some(problem) = explain(settings, code, &reason)
+                {
                     bail!(
                         "cannot connect to Kafka at {}: {problem}",
                         settings.bootstrap_servers

@@ -57,38 +57,44 @@ impl SaslMechanism {
 }
 
 /// The connection settings every Kafka client reads: flatten into a service's or tool's
-/// `clap` parser.
+/// `clap` parser (global, so a tool's subcommands take them too).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct KafkaSecurityArgs {
     /// PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS and SASL).
     #[arg(
         long,
+        global = true,
         env = "KAFKA_SECURITY_PROTOCOL",
         value_enum,
         default_value = "PLAINTEXT"
     )]
     pub kafka_security_protocol: SecurityProtocol,
     /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol).
-    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum)]
+    #[arg(long, global = true, env = "KAFKA_SASL_MECHANISM", value_enum)]
     pub kafka_sasl_mechanism: Option<SaslMechanism>,
     /// The SASL user this client authenticates as.
-    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    #[arg(long, global = true, env = "KAFKA_SASL_USERNAME")]
     pub kafka_sasl_username: Option<String>,
     /// The SASL user's password (prefer the environment, or the _FILE variant, to a flag).
-    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
     pub kafka_sasl_password: Option<Secret>,
     /// A file holding the SASL password, as Kubernetes and Docker mount secrets.
-    #[arg(long, env = "KAFKA_SASL_PASSWORD_FILE")]
+    #[arg(long, global = true, env = "KAFKA_SASL_PASSWORD_FILE")]
     pub kafka_sasl_password_file: Option<PathBuf>,
     /// PEM file of the CA certificates that sign the brokers' (with an SSL protocol)
     /// [default: the system's].
-    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    #[arg(long, global = true, env = "KAFKA_SSL_CA_LOCATION")]
     pub kafka_ssl_ca_location: Option<PathBuf>,
     /// A file of further librdkafka properties, one `name=value` a line (`#` comments), such
     /// as a managed cluster's client.properties: `ssl.endpoint.identification.algorithm`,
     /// `ssl.certificate.location` and `ssl.key.location` for mutual TLS, … The variables
     /// above override what it sets.
-    #[arg(long, env = "KAFKA_CONFIG_FILE")]
+    #[arg(long, global = true, env = "KAFKA_CONFIG_FILE")]
     pub kafka_config_file: Option<PathBuf>,
 }
 
@@ -96,6 +102,7 @@ pub struct KafkaSecurityArgs {
 /// file may not change them.
 const RESERVED: &[(&str, &str)] = &[
     ("bootstrap.servers", "set KAFKA_BOOTSTRAP_SERVERS"),
+    ("metadata.broker.list", "set KAFKA_BOOTSTRAP_SERVERS"),
     ("group.id", "set KAFKA_GROUP_ID"),
     ("client.id", "set INSTANCE_ID"),
     ("enable.auto.commit", "offsets are committed by the shop"),

@@ -103,6 +103,8 @@ async fn main() -> anyhow::Result<()> {
         session_timeout: Duration::from_secs(10),
         startup_timeout: Duration::from_secs(10),
     };
+    // A wrong password or certificate is named here, not found later as a read timing out.
+    shared_events::kafka::check_connection(&settings).await?;
     let wanted = match &cli.command {
         Command::Replay { messages, .. } => messages
             .iter()
