@@ -114,11 +114,14 @@ pub async fn check_connection(settings: &KafkaSettings) -> anyhow::Result<()> {
         let client = consumer.clone();
         let result = super::blocking(move || {
             let result = client.fetch_metadata(None, Timeout::After(Duration::from_secs(2)));
-            // Errors reach the context only when the client is polled: take all queued.
+            // Errors reach the context only when the client is polled: wait a moment for
+            // the first, then take any others queued.
+            let mut timeout = Duration::from_millis(100);
             for _ in 0..100 {
-                if client.poll(Timeout::After(Duration::ZERO)).is_none() {
+                if client.poll(Timeout::After(timeout)).is_none() {
                     break;
                 }
+                timeout = Duration::ZERO;
             }
             result
         })
