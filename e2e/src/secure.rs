@@ -173,22 +173,13 @@ pub async fn postgres_certificate(server_url: &str) -> PathBuf {
         .fetch_one(&pool)
         .await
         .expect("SHOW ssl_cert_file");
+    let data: String = sqlx::query_scalar("SHOW data_directory")
+        .fetch_one(&pool)
+        .await
+        .expect("SHOW data_directory");
     pool.close().await;
-    let file = PathBuf::from(file);
-    let file = if file.is_relative() {
-        let data: String = {
-            let pool = sqlx::PgPool::connect(&format!("{server_url}/postgres"))
-                .await
-                .expect("cannot connect to PostgreSQL");
-            sqlx::query_scalar("SHOW data_directory")
-                .fetch_one(&pool)
-                .await
-                .expect("SHOW data_directory")
-        };
-        Path::new(&data).join(file)
-    } else {
-        file
-    };
+    // A relative path is relative to the data directory.
+    let file = Path::new(&data).join(file);
     assert!(
         std::fs::File::open(&file).is_ok(),
         "cannot read PostgreSQL's certificate {}",

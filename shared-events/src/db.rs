@@ -18,7 +18,7 @@ use crate::config::ServiceSettings;
 pub async fn connect(settings: &ServiceSettings, migrator: &Migrator) -> anyhow::Result<PgPool> {
     let url = settings.database_url.expose();
     let timeout = settings.kafka.startup_timeout;
-    let shown = redact(url);
+    let shown = crate::secret::redact_url(url);
     let exists = tokio::time::timeout(timeout, Postgres::database_exists(url))
         .await
         .map_err(|_| anyhow::anyhow!("timed out after {timeout:?}"))
@@ -72,9 +72,4 @@ pub async fn claim_events(
     .fetch_all(conn)
     .await?;
     Ok(claimed.into_iter().collect())
-}
-
-/// The URL without its password, for logs and error messages.
-pub fn redact(url: &str) -> String {
-    crate::secret::redact_url(url)
 }
