@@ -162,7 +162,16 @@ impl<H: Handler> EventConsumer<H> {
                 }
             };
             let _busy = self.beat.as_ref().map(LoopBeat::busy);
-            for ((topic, partition), messages) in self.drain(first) {
+            let batch = self.drain(first);
+            // Usually the whole batch goes in one transaction, whatever its partitions: one
+            // commit (one WAL flush) instead of one per partition.
+            if batch.len() > 1 && self.apply_whole(&batch).await {
+                for messages in batch.values() {
+                    self.store_offset(&messages[messages.len() - 1]);
+                }
+                continue;
+            }
+            for ((topic, partition), messages) in batch {
                 let span = tracing::info_span!(
                     "batch",
                     topic = H::TOPICS.get(topic).copied().unwrap_or("?"),
@@ -177,12 +186,8 @@ impl<H: Handler> EventConsumer<H> {
                     Progress::Done => messages.len(),
                     Progress::Interrupted(settled) => settled,
                 };
-                // Fails only if the partition was revoked meanwhile; its new owner then
-                // redelivers the events and their claims absorb them.
-                if let Some(last) = settled.checked_sub(1).map(|i| &messages[i])
-                    && let Err(err) = self.consumer.store_offset_from_message(last)
-                {
-                    tracing::warn!(error = %err, "could not store offset");
+                if let Some(last) = settled.checked_sub(1).map(|i| &messages[i]) {
+                    self.store_offset(last);
                 }
                 if let Progress::Interrupted(_) = progress {
                     break 'consuming;
@@ -191,6 +196,42 @@ impl<H: Handler> EventConsumer<H> {
         }
         self.close().await;
         Ok(())
+    }
+
+    /// Marks `last` and everything before it in its partition as handled, to be committed.
+    fn store_offset(&self, last: &BorrowedMessage<'_>) {
+        // Fails only if the partition was revoked meanwhile; its new owner then redelivers
+        // the events and their claims absorb them.
+        if let Err(err) = self.consumer.store_offset_from_message(last) {
+            tracing::warn!(error = %err, "could not store offset");
+        }
+    }
+
+    /// Applies every event of a batch of several partitions in one transaction, each
+    /// partition's in offset order. False when a message does not decode or the transaction
+    /// fails: then nothing was applied, and each partition is handled on its own, where an
+    /// event at fault is retried and parked without holding up the others.
+    async fn apply_whole(&self, batch: &BTreeMap<PartitionKey, Vec<BorrowedMessage<'_>>>) -> bool {
+        let messages: Vec<&BorrowedMessage<'_>> = batch.values().flatten().collect();
+        let Ok(events) = messages
+            .iter()
+            .map(|message| Envelope::decode(message.payload()))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            return false;
+        };
+        match self.apply(&messages, &events).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(
+                    events = events.len(),
+                    partitions = batch.len(),
+                    error = %err,
+                    "batch failed; handling each partition on its own"
+                );
+                false
+            }
+        }
     }
 
     /// `first` and whatever else librdkafka has already fetched (up to [`MAX_BATCH`]),
@@ -266,7 +307,8 @@ impl<H: Handler> EventConsumer<H> {
         shutdown: &CancellationToken,
     ) -> Progress {
         if events.len() > 1 {
-            match self.apply(messages, events).await {
+            let messages: Vec<_> = messages.iter().collect();
+            match self.apply(&messages, events).await {
                 Ok(()) => return Progress::Done,
                 Err(err) => tracing::warn!(
                     events = events.len(),
@@ -301,10 +343,7 @@ impl<H: Handler> EventConsumer<H> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match self
-                .apply(std::slice::from_ref(message), std::slice::from_ref(event))
-                .await
-            {
+            let error = match self.apply(&[message], std::slice::from_ref(event)).await {
                 Ok(()) => {
                     tracing::debug!(attempt, "event handled");
                     return Progress::Done;
@@ -340,7 +379,7 @@ impl<H: Handler> EventConsumer<H> {
     /// and the events the handler stores about its order continue that span.
     async fn apply(
         &self,
-        messages: &[BorrowedMessage<'_>],
+        messages: &[&BorrowedMessage<'_>],
         events: &[Envelope<Event>],
     ) -> Result<(), HandlerError> {
         let started = Instant::now();
@@ -350,7 +389,7 @@ impl<H: Handler> EventConsumer<H> {
         // Taken out as they are met, so an event delivered twice in one batch counts once.
         let (fresh, messages): (Vec<&Envelope<Event>>, Vec<&BorrowedMessage<'_>>) = events
             .iter()
-            .zip(messages)
+            .zip(messages.iter().copied())
             .filter(|(event, _)| unclaimed.remove(&event.meta.event_id))
             .unzip();
         // Recorded spans live until the transaction is over: their duration is its.
