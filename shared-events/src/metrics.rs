@@ -18,6 +18,11 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventTypeLabels {
+    event_type: String,
+}
+
 /// What the consumer loop can do with an event.
 const OUTCOMES: [&str; 4] = ["processed", "duplicate", "retried", "dead_lettered"];
 
@@ -36,6 +41,7 @@ pub struct ConsumerMetrics {
     pub(crate) lag: Family<PartitionLabels, Gauge>,
     duration: Histogram,
     order_to_effect: Histogram,
+    event_age: Family<EventTypeLabels, Histogram, fn() -> Histogram>,
     batch_size: Histogram,
 }
 
@@ -53,6 +59,7 @@ impl ConsumerMetrics {
             lag: Family::default(),
             duration: Histogram::new(exponential_buckets(0.000_5, 2.0, 14)),
             order_to_effect: Histogram::new(ORDER_TO_EFFECT_BUCKETS),
+            event_age: Family::new_with_constructor(|| Histogram::new(ORDER_TO_EFFECT_BUCKETS)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
         };
         // Every outcome is reported from the start, at zero, so that "none yet" reads as 0
@@ -85,6 +92,13 @@ impl ConsumerMetrics {
              order's end (order_confirmed or order_cancelled): the latency of the whole saga \
              as this service sees it, one observation per order",
             metrics.order_to_effect.clone(),
+        );
+        registry.register(
+            "consumer_event_age_seconds",
+            "Time from an event being created (its occurred_at, in the transaction that stored \
+             it) to this service committing what it did about it: one hop of the saga, the \
+             outbox relay, the broker and this consumer included, by event type",
+            metrics.event_age.clone(),
         );
         registry.register(
             "consumer_batch_events",
@@ -126,6 +140,12 @@ impl ConsumerMetrics {
         let now = Utc::now();
         for event in fresh {
             self.duration.observe(elapsed.as_secs_f64());
+            let age = (now - event.meta.occurred_at).to_std().unwrap_or_default();
+            self.event_age
+                .get_or_create(&EventTypeLabels {
+                    event_type: event.meta.event_type.clone(),
+                })
+                .observe(age.as_secs_f64());
             if let Some(placed_at) = event.data.ends_order_placed_at() {
                 let age = (now - placed_at).to_std().unwrap_or_default();
                 self.order_to_effect.observe(age.as_secs_f64());
