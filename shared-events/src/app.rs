@@ -87,7 +87,7 @@ impl<H: Handler> ConsumerApp<H> {
         };
         let listener = http::bind(settings.http_addr).await?;
         tracing::info!(service = settings.name, addr = %listener.local_addr()?, "listening");
-        let api = http::limit_in_flight(routes, settings.http_max_in_flight, shed);
+        let api = http::limit_in_flight(routes, settings.http_in_flight, shed);
         Ok(ConsumerApp {
             listener,
             limits: settings.http_limits,

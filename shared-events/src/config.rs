@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::http::{ServerLimits, ServerLimitsArgs};
+use crate::http::{InFlightLimits, ServerLimits, ServerLimitsArgs};
 use crate::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
 use crate::secret::{self, Secret};
 use crate::telemetry::LogFormat;
@@ -74,11 +74,17 @@ pub struct CommonArgs {
     /// for a few milliseconds, so ten keep two cores busy.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10)]
     pub database_pool_size: u32,
-    /// Requests the HTTP API handles at once; past that it answers 503 with `Retry-After` at
-    /// once instead of queueing for a database connection. Sized so the queue for the pool
-    /// stays a few milliseconds long (see docs/architecture.md).
-    #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 64)]
-    pub http_max_in_flight: usize,
+    /// Requests the HTTP API handles at once. Sized so the queue for the database pool stays
+    /// a few milliseconds long (see docs/architecture.md).
+    #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_in_flight: u32,
+    /// Requests that may wait for a turn past HTTP_MAX_IN_FLIGHT; past that, a request is
+    /// answered 503 with `Retry-After` at once.
+    #[arg(long, env = "HTTP_MAX_QUEUED", default_value_t = 256)]
+    pub http_max_queued: u32,
+    /// How long a request waits for a turn before it is answered 503 with `Retry-After`.
+    #[arg(long, env = "HTTP_QUEUE_TIMEOUT_MS", default_value_t = 1_000)]
+    pub http_queue_timeout_ms: u64,
     #[command(flatten)]
     pub http_limits: ServerLimitsArgs,
     /// How often the outbox relay looks for unpublished events written by other instances
@@ -126,7 +132,8 @@ pub struct ServiceSettings {
     pub http_addr: SocketAddr,
     pub database_url: Secret,
     pub database_pool_size: u32,
-    pub http_max_in_flight: usize,
+    /// API requests handled at once, and how many may wait for a turn.
+    pub http_in_flight: InFlightLimits,
     /// Time-outs and the connection bound that protect the HTTP server from slow clients.
     pub http_limits: ServerLimits,
     pub outbox_poll_interval: Duration,
@@ -191,7 +198,11 @@ impl ServiceSettings {
             ))),
             database_url,
             database_pool_size: args.database_pool_size,
-            http_max_in_flight: args.http_max_in_flight,
+            http_in_flight: InFlightLimits {
+                max: args.http_max_in_flight as usize,
+                max_queued: args.http_max_queued as usize,
+                queue_timeout: Duration::from_millis(args.http_queue_timeout_ms),
+            },
             http_limits: args.http_limits.resolve(),
             outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
             message_timeout: Duration::from_millis(args.kafka_message_timeout_ms),
@@ -239,6 +250,8 @@ impl ServiceSettings {
                 kafka_session_timeout_ms: 6_000,
                 database_pool_size: 10,
                 http_max_in_flight: 64,
+                http_max_queued: 256,
+                http_queue_timeout_ms: 1_000,
                 http_limits: ServerLimitsArgs::default(),
                 outbox_poll_interval_ms: 200,
                 kafka_message_timeout_ms: 60_000,

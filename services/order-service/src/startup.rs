@@ -102,7 +102,7 @@ impl Application {
             liveness: liveness.clone(),
             outbox: relay_metrics.clone(),
         };
-        let api = http::limit_in_flight(routes::router(state), service.http_max_in_flight, shed);
+        let api = http::limit_in_flight(routes::router(state), service.http_in_flight, shed);
         let router = http::observe(
             http::with_problem_fallbacks(api.merge(http::ops_router(ops))),
             http_metrics,
