@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Measures the shop on this machine in one run, from fresh data, and prints one table against
 # the targets (docs/benchmarks.md says what each figure means):
-#   the broker's own fan-out ceiling (shop-ceiling, on a broker of its own), then, against a
+#   the broker's own ceilings (shop-ceiling, on brokers of their own: order_placed fanned out to
+#   four groups, and every record of a confirmed order's saga), then, against a
 #   fresh broker and fresh databases, with the five services' release binaries:
 #   (b) each group's backlog drain rate (a backlog built while the consumers are not running),
 #   (a) the most orders/s completed end to end (in all four services),
-#   (c) latency at 100 and 1,000 orders/s, (d) each service's peak memory;
+#   (c) latency at 100 and 1,000 orders/s, hop by hop, (d) each service's peak memory;
 #   (e) what TLS and SCRAM cost: the ceiling again, on a broker that speaks only TLS, as a
-#   SCRAM-SHA-512 user, beside the plaintext one, with the broker's and the client's CPU time.
+#   SCRAM-SHA-512 user, beside the plaintext one, with the broker's and the client's CPU time;
+#   (f) the CPU time per order of every process during (a) (each service, the broker,
+#   PostgreSQL, the load generator); (g) the orders stored per second with four times more
+#   clients than HTTP_MAX_IN_FLIGHT, against as many (needs wrk).
 #
 #   scripts/bench.sh                        # the full run (many minutes while the services are slow)
 #   scripts/bench.sh --smoke                # tiny counts, debug build: proves it runs end to end
 #   scripts/bench.sh --backlog 200000 --duration 60s --keep
 #
 # Options: --backlog N (100000) events for (b); --duration D (30s) of (a); --latency-duration D
-# (20s) of each rate in (c); --ceiling-records N (100000); --keep keeps the logs and raw JSON.
+# (20s) of each rate in (c); --ceiling-records N (100000); --keep keeps the logs and raw JSON;
+# --bin-dir DIR measures the binaries in DIR (another commit's build, say) instead of building.
 # Environment: POSTGRES_URL (default postgres://postgres@127.0.0.1:5432), RUST_LOG for the
 # services, TANSU_BIN for another broker build. Needs jq and curl; psql to drop the databases.
 set -euo pipefail
@@ -27,7 +32,8 @@ max_duration=30s
 latency_duration=20s
 ceiling_records=100000
 keep=false
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+bin_dir=""
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=true; shift ;;
@@ -36,6 +42,7 @@ while [ $# -gt 0 ]; do
     --latency-duration) [ $# -ge 2 ] || usage 1; latency_duration=$2; shift 2 ;;
     --ceiling-records) [ $# -ge 2 ] || usage 1; ceiling_records=$2; shift 2 ;;
     --keep) keep=true; shift ;;
+    --bin-dir) [ $# -ge 2 ] || usage 1; bin_dir=$(cd "$2" && pwd) || die "--bin-dir $2: no such directory"; shift 2 ;;
     -h|--help) usage ;;
     *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 1 ;;
   esac
@@ -140,6 +147,65 @@ cpu_seconds() {
   awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo -
 }
 
+# CPU seconds all of PostgreSQL's processes have used so far: the live ones (postmaster,
+# backends, background workers) plus what the postmaster reaped from backends that exited.
+# "-" when PostgreSQL does not run on this machine.
+postgres_cpu_seconds() {
+  local pids
+  pids=$(pgrep -x postgres 2>/dev/null) || { echo -; return; }
+  # shellcheck disable=SC2086
+  (cd /proc && cat $(printf '%s/stat ' $pids) 2>/dev/null) |
+    awk -v hz="$(getconf CLK_TCK)" '{ comm_end = index($0, ") "); split(substr($0, comm_end + 2), f, " ")
+      # f[1] is the state, f[2] the parent; utime stime cutime cstime are f[12..15].
+      total += f[12] + f[13]; parent[$1] = f[2]; reaped[$1] = f[14] + f[15] }
+      END { for (p in parent) if (!(parent[p] in parent)) total += reaped[p]; printf "%.2f", total / hz }'
+}
+
+# The CPU seconds of every process of the services' run, as "name seconds" lines.
+cpu_snapshot() {
+  local name
+  for name in "${services[@]}"; do echo "$name $(cpu_seconds "${pid[$name]}")"; done
+  echo "broker $(cpu_seconds "${pid[tansu]}")"
+  echo "postgresql $(postgres_cpu_seconds)"
+}
+
+# Every service's consumer_event_age_seconds buckets, as "service event_type le count" lines.
+hop_snapshot() {
+  local service
+  for service in "${services[@]}"; do
+    curl -fs "http://127.0.0.1:${http_port[$service]}/metrics" 2>/dev/null |
+      awk -v s="$service" '/_consumer_event_age_seconds_bucket\{/ {
+        match($0, /event_type="[^"]*"/); type = substr($0, RSTART + 12, RLENGTH - 13)
+        match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+        print s, type, le, $NF }'
+  done
+}
+
+# The p50 and p99 bucket bounds (ms) of one hop between two hop snapshots: the events of the
+# given types handled by the given services, pooled. Prints "p50 / p99", "-" when none.
+hop_quantiles() {
+  local before=$1 after=$2 services=$3 types=$4
+  join -a 2 -e 0 -o '0,1.2,2.2' <(awk '{ print $1 "|" $2 "|" $3, $4 }' "$before" | sort) \
+    <(awk '{ print $1 "|" $2 "|" $3, $4 }' "$after" | sort) |
+    awk -v services=" $services " -v types=" $types " '{
+        split($1, k, "|")
+        if (index(services, " " k[1] " ") && index(types, " " k[2] " ")) {
+          le = (k[3] == "+Inf") ? 1e12 : k[3]; count[le] += $3 - $2 }
+      }
+      END {
+        n = 0; for (le in count) bounds[++n] = le + 0
+        for (i = 2; i <= n; i++) { v = bounds[i]; for (j = i - 1; j >= 1 && bounds[j] > v; j--) bounds[j + 1] = bounds[j]; bounds[j + 1] = v }
+        total = n ? count[bounds[n]] : 0
+        if (total == 0) { print "-"; exit }
+        for (i = 1; i <= n; i++) {
+          if (p50 == "" && count[bounds[i]] >= 0.5 * total) p50 = bounds[i]
+          if (p99 == "" && count[bounds[i]] >= 0.99 * total) p99 = bounds[i]
+        }
+        show = "%s / %s"
+        printf show "\n", (p50 >= 1e12 ? ">max" : "≤" p50 * 1000), (p99 >= 1e12 ? ">max" : "≤" p99 * 1000)
+      }'
+}
+
 # Runs a tool as run_tool does, and records its CPU time (its own and its children's, as
 # bash's `times` reports them) in $work/<name>.cpu.
 run_timed() {
@@ -158,7 +224,7 @@ start_service() {
   MAIL_DIR=$work/mail \
   INVENTORY_INITIAL_STOCK=100000000 \
   SAGA_TIMEOUT_SECS=86400 \
-    start "$service" "target/$profile/$service"
+    start "$service" "$bin/$service"
 }
 
 wait_ready() {
@@ -188,7 +254,7 @@ run_tool() {
 load() {
   local name=$1; shift
   say "shop-load $*"
-  if ! run_tool "$name" "target/$profile/shop-load" "$@" --json; then
+  if ! run_timed "$name" "$bin/shop-load" "$@" --json; then
     echo "shop-load $name did not complete; its figures are partial" >&2
     failed=true
   fi
@@ -199,18 +265,26 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
 memory=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null || true)
 machine="$(nproc) CPUs (${cpu:-unknown model}), ${memory:-unknown} memory, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) at the start"
 
-say "building ($profile)"
-build=(cargo build --locked)
-[ "$profile" = release ] && build+=(--release)
-for package in "${services[@]}" shop-load shop-ceiling; do build+=(-p "$package"); done
-"${build[@]}"
+if [ -n "$bin_dir" ]; then
+  for binary in "${services[@]}" shop-load shop-ceiling; do
+    [ -x "$bin_dir/$binary" ] || die "--bin-dir: $bin_dir/$binary is missing"
+  done
+  bin=$bin_dir
+else
+  say "building ($profile)"
+  build=(cargo build --locked)
+  [ "$profile" = release ] && build+=(--release)
+  for package in "${services[@]}" shop-load shop-ceiling; do build+=(-p "$package"); done
+  "${build[@]}"
+  bin=target/$profile
+fi
 tansu=${TANSU_BIN:-$(scripts/install-tansu.sh)}
 ports=()
 
 # --- the broker's ceiling -----------------------------------------------------------------
 say "broker fan-out ceiling: $ceiling_records records, 4 groups"
 start_tansu tansu-ceiling
-if ! run_timed ceiling "target/$profile/shop-ceiling" --bootstrap-servers "127.0.0.1:$port" \
+if ! run_timed ceiling "$bin/shop-ceiling" --bootstrap-servers "127.0.0.1:$port" \
     --records "$ceiling_records" --json; then
   echo "shop-ceiling failed; the ceiling is missing (broker log: $work/logs/tansu-ceiling.log)" >&2
   failed=true
@@ -218,13 +292,24 @@ fi
 broker_cpu[ceiling]=$(cpu_seconds "${pid[tansu-ceiling]}")
 stop tansu-ceiling
 
+saga_orders=$(( ceiling_records / 5 > 0 ? ceiling_records / 5 : 1 ))
+say "broker saga ceiling: $saga_orders orders of 5 records, 4 + 1 groups"
+start_tansu tansu-saga
+if ! run_timed ceiling-saga "$bin/shop-ceiling" --bootstrap-servers "127.0.0.1:$port" \
+    --shape saga --records "$saga_orders" --json; then
+  echo "shop-ceiling --shape saga failed (broker log: $work/logs/tansu-saga.log)" >&2
+  failed=true
+fi
+broker_cpu[ceiling-saga]=$(cpu_seconds "${pid[tansu-saga]}")
+stop tansu-saga
+
 # --- (e) what TLS and SCRAM cost --------------------------------------------------------------
 say "(e) the same ceiling over TLS, as a SCRAM-SHA-512 user"
 start_tansu tansu-ceiling-secure secure
 if ! run_timed ceiling-secure env KAFKA_SECURITY_PROTOCOL=SASL_SSL KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
     KAFKA_SASL_USERNAME=admin KAFKA_SASL_PASSWORD_FILE="$work/secure/admin.password" \
     KAFKA_SSL_CA_LOCATION="$work/secure/ca.crt" \
-    "target/$profile/shop-ceiling" --bootstrap-servers "localhost:$port" \
+    "$bin/shop-ceiling" --bootstrap-servers "localhost:$port" \
     --records "$ceiling_records" --json; then
   echo "shop-ceiling over TLS failed (broker log: $work/logs/tansu-ceiling-secure.log)" >&2
   failed=true
@@ -268,7 +353,7 @@ say "(b) starting the four consumers on a backlog of $accepted orders"
 for service in "${consumers[@]}"; do start_service "$service"; done
 # Watching from the moment they start (the drain is timed from each one's first processed
 # event), while making sure they come up at all; in a session of its own like run_tool.
-start drain bash -c "exec target/$profile/shop-load drain --orders $accepted \
+start drain bash -c "exec $bin/shop-load drain --orders $accepted \
   --services $consumer_urls --timeout 3600s --json >'$work/drain.json'"
 for service in "${consumers[@]}"; do wait_ready "$service"; done
 if ! wait "${pid[drain]}"; then
@@ -279,16 +364,54 @@ unset "pid[drain]"
 
 completion=(--services "$consumer_urls" --completion-timeout 1800s)
 say "(a) as fast as possible for $max_duration"
+cpu_snapshot >"$work/cpu-before"
 load max --url "$order_url" --rate max --duration "$max_duration" "${completion[@]}"
+cpu_snapshot >"$work/cpu-after"
 say "(c) latency at 100 and 1,000 orders/s"
-load rate100 --url "$order_url" --rate 100 --duration "$latency_duration" "${completion[@]}"
-load rate1000 --url "$order_url" --rate 1000 --duration "$latency_duration" "${completion[@]}"
+for rate in 100 1000; do
+  hop_snapshot >"$work/hops-before-$rate"
+  load "rate$rate" --url "$order_url" --rate "$rate" --duration "$latency_duration" "${completion[@]}"
+  hop_snapshot >"$work/hops-after-$rate"
+done
 
 # (d) the most resident memory each process ever had, read before it stops.
 declare -A peak_mb=()
-for service in "${services[@]}"; do
-  peak_mb[$service]=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/${pid[$service]}/status" 2>/dev/null || echo "")
-done
+peak_of() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/${pid[$1]}/status" 2>/dev/null || echo ""; }
+for service in "${services[@]}"; do peak_mb[$service]=$(peak_of "$service"); done
+
+# (g) goodput under overload: the Order Service alone (the consumers stopped, so the orders
+# only pile up on the topic), wrk's connections sending POST /orders back to back without
+# ever backing off, first as many as HTTP_MAX_IN_FLIGHT (64), then four times as many. (shop-load
+# is too polite and too slow on a small machine to overload the service.) Goodput is what the
+# service stored: its orders_placed_total before and after.
+for service in "${consumers[@]}"; do stop "$service"; done
+placed_total() {
+  curl -fs "$order_url/metrics" | awk '$1 == "order_service_orders_placed_total" { print int($2) }'
+}
+# wrk takes whole seconds.
+wrk_duration=$(awk -v d="$latency_duration" 'BEGIN { s = d + 0; if (d ~ /ms$/) s /= 1000; else if (d ~ /m$/) s *= 60; printf "%ds", (s < 1 ? 1 : s) }')
+if command -v wrk >/dev/null; then
+  for clients in 64 256; do
+    say "(g) wrk: $clients connections posting orders for $wrk_duration"
+    before=$(placed_total)
+    wrk_began=$(date +%s.%N)
+    wrk -t2 -c"$clients" -d"$wrk_duration" -s scripts/lib/post-order.lua --timeout 10s \
+      "$order_url/orders" >"$work/overload$clients.wrk" 2>&1 || failed=true
+    wrk_took=$(awk -v b="$wrk_began" -v e="$(date +%s.%N)" 'BEGIN { print e - b }')
+    after=$(placed_total)
+    awk -v n=$((after - before)) -v t="$wrk_took" -F'[ \t]+' '
+      /requests in/ { requests = $2 } /Non-2xx/ { refused = $NF }
+      /^ *Latency/ { max = $5 } /Socket errors/ { errors = $0 }
+      END {
+        unit = max; sub(/[0-9.]+/, "", unit); value = max + 0
+        ms = (unit == "s") ? value * 1000 : (unit == "us") ? value / 1000 : (unit == "m") ? value * 60000 : value
+        printf "{\"stored\": %d, \"stored_per_second\": %.1f, \"requests\": %d, \"refused\": %d, \"slowest_ms\": %.0f, \"socket_errors\": \"%s\"}\n",
+          n, n / t, requests, refused, ms, errors }' "$work/overload$clients.wrk" >"$work/overload$clients.json"
+  done
+else
+  echo "wrk is not installed: step (g) skipped (apt-get install wrk)" >&2
+fi
+peak_mb[order-service]=$(peak_of order-service)
 
 # --- the table ------------------------------------------------------------------------------
 # jq over a figures file, "-" when the figure is missing.
@@ -316,14 +439,30 @@ meets() {
 round() { case $1 in -|'') echo -;; *) awk -v v="$1" -v d="${2:-0}" 'BEGIN { printf "%.*f", d, v }';; esac; }
 
 ceiling_rate=$(figure ceiling '.fan_out_per_second')
+saga_rate=$(figure ceiling-saga '.orders_per_second')
 e2e_rate=$(figure max '.completion.all_services.orders_per_second')
-ratio=-
-[ "$ceiling_rate" != - ] && [ "$e2e_rate" != - ] &&
-  ratio=$(awk -v e="$e2e_rate" -v c="$ceiling_rate" 'BEGIN { printf "%.1f", 100 * e / c }')
+share() {
+  case "$1 $2" in *-*) echo -; return ;; esac
+  awk -v e="$1" -v c="$2" 'BEGIN { printf "%.1f", 100 * e / c }'
+}
+ratio=$(share "$e2e_rate" "$ceiling_rate")
+saga_ratio=$(share "$e2e_rate" "$saga_rate")
+# CPU milliseconds per settled order of run (a), per process: "name ms" lines, then "all".
+settled=$(figure max '.posts.accepted')
+cpu_per_order() {
+  local load_cpu
+  load_cpu=$(cat "$work/max.cpu" 2>/dev/null || echo -)
+  { join <(sort "$work/cpu-before") <(sort "$work/cpu-after") 2>/dev/null; echo "shop-load 0 $load_cpu"; } |
+    awk -v n="$settled" '$2 != "-" && $3 != "-" && n > 0 {
+        ms = 1000 * ($3 - $2) / n; total += ms; printf "%s %.2f\n", $1, ms; next }
+      { printf "%s -\n", $1 }
+      END { if (n > 0) printf "all %.2f\n", total }'
+}
 
 row() { printf '%-46s %20s %16s %8s\n' "$@"; }
 echo
 printf '\033[1mshop benchmark\033[0m  %s, commit %s, %s build\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$profile"
+[ -n "$bin_dir" ] && echo "binaries: $bin_dir"
 echo "machine: $machine"
 echo "broker:  $tansu"
 $smoke && echo "SMOKE RUN: tiny counts and a debug build; these figures mean nothing"
@@ -343,8 +482,11 @@ row "  CPU ms per 1,000 records, broker / client" "$(per_thousand ceiling)" "" "
 row "(e) the ceiling over TLS + SCRAM-SHA-512" "$(round "$(figure ceiling-secure .fan_out_per_second)") rec/s" "" ""
 row "  broker produce rate" "$(round "$(figure ceiling-secure .produce_per_second)") rec/s" "" ""
 row "  CPU ms per 1,000 records, broker / client" "$(per_thousand ceiling-secure)" "" ""
-row "(a) sustained end to end, all four services" "$(round "$e2e_rate") orders/s" "≥ 3000" "$(meets "$e2e_rate" ge 3000)"
-row "    as a share of the ceiling" "$ratio %" "≥ 65 %" "$(meets "$ratio" ge 65)"
+row "broker saga ceiling ($(figure ceiling-saga .orders) orders, 5 records each)" "$(round "$saga_rate") orders/s" "" ""
+row "  CPU ms per 1,000 records, broker / client" "$(per_thousand ceiling-saga)" "" ""
+row "(a) sustained end to end, all four services" "$(round "$e2e_rate") orders/s" "≥ 2000" "$(meets "$e2e_rate" ge 2000)"
+row "    as a share of the fan-out ceiling" "$ratio %" "" ""
+row "    as a share of the saga ceiling" "$saga_ratio %" "≥ 50 %" "$(meets "$saga_ratio" ge 50)"
 row "    POSTs accepted (max rate, $max_duration)" "$(round "$(figure max .posts.accepted_per_second)") orders/s" "" ""
 for i in 0 1 2 3; do
   name=$(figure drain ".services[$i].service")
@@ -358,16 +500,30 @@ for rate in 100 1000; do
   all99=$(bound_ms "rate$rate" .completion.all_services.order_to_all_effects.p99)
   if [ $rate = 1000 ]; then
     row "(c) at $rate/s: POST p50 / p99 (ms)" "$(round "$p50" 1) / $(round "$p99" 1)" "p99 ≤ 15" "$(meets "$p99" le 15)"
-    row "    order→all four effects p99 (ms)" "$all99" "≤ 50" "$(meets "$all99" le 50)"
+    row "    order→all four effects p99 (ms)" "$all99" "≤ 100" "$(meets "$all99" le 100)"
   else
     row "(c) at $rate/s: POST p50 / p99 (ms)" "$(round "$p50" 1) / $(round "$p99" 1)" "" ""
-    row "    order→all four effects p99 (ms)" "$all99" "" ""
+    row "    order→all four effects p99 (ms)" "$all99" "≤ 50" "$(meets "$all99" le 50)"
   fi
+  hops() { hop_quantiles "$work/hops-before-$rate" "$work/hops-after-$rate" "$1" "$2"; }
+  row "    hop p50 / p99 (ms): placed → answered" "$(hops "inventory-service payment-service" order_placed)" "" ""
+  row "      answered → decided" "$(hops order-service "stock_reserved stock_rejected payment_authorized payment_declined")" "" ""
+  row "      decided → applied" "$(hops "inventory-service payment-service email-service analytics-service" "order_confirmed order_cancelled")" "" ""
   row "    achieved (accepted/s, completed/s)" "$(round "$(figure "rate$rate" .posts.accepted_per_second)") / $(round "$(figure "rate$rate" .completion.all_services.orders_per_second)")" "" ""
 done
 for service in "${services[@]}"; do
   row "(d) peak memory (VmHWM), $service" "${peak_mb[$service]:--} MB" "< 50" "$(meets "${peak_mb[$service]:--}" lt 50)"
 done
+best=$(figure overload64 .stored_per_second)
+crowded=$(figure overload256 .stored_per_second)
+row "(g) wrk, 64 connections: orders stored" "$(round "$best") orders/s" "" ""
+row "    256 connections: stored, share of 64" "$(round "$crowded")/s, $(share "$crowded" "$best") %" "≥ 90 %" "$(meets "$(share "$crowded" "$best")" ge 90)"
+row "    256 connections: 503s, slowest answer (ms)" "$(figure overload256 .refused) / $(figure overload256 .slowest_ms)" "" ""
+cpu_per_order >"$work/cpu-per-order"
+row "(f) CPU per settled order in (a), all processes" "$(awk '$1 == "all" { print $2 }' "$work/cpu-per-order") ms" "" ""
+while read -r name ms; do
+  [ "$name" = all ] || row "    $name" "$ms ms" "" ""
+done <"$work/cpu-per-order"
 echo
 echo "order→effect latencies are histogram bucket bounds (≤ the true value's bucket); the all-four"
 echo "figure is an upper bound (docs/benchmarks.md). Run took $((SECONDS - began)) s."
