@@ -11,7 +11,8 @@
 #   SCRAM-SHA-512 user, beside the plaintext one, with the broker's and the client's CPU time;
 #   (f) the CPU time per order of every process during (a) (each service, the broker,
 #   PostgreSQL, the load generator); (g) the orders stored per second with four times more
-#   clients than HTTP_MAX_IN_FLIGHT, against as many (needs wrk).
+#   clients than HTTP_MAX_IN_FLIGHT, against as many (needs wrk); (h) a soak: minutes at a
+#   steady rate, with the Order Service's memory at its start and end.
 #
 #   scripts/bench.sh                        # the full run (many minutes while the services are slow)
 #   scripts/bench.sh --smoke                # tiny counts, debug build: proves it runs end to end
@@ -19,7 +20,8 @@
 #
 # Options: --backlog N (100000) events for (b); --duration D (30s) of (a); --latency-duration D
 # (20s) of each rate in (c); --ceiling-records N (100000); --keep keeps the logs and raw JSON;
-# --bin-dir DIR measures the binaries in DIR (another commit's build, say) instead of building.
+# --bin-dir DIR measures the binaries in DIR (another commit's build, say) instead of building;
+# --soak D (3m; 0 skips it) of (h), at --soak-rate R orders/s (100).
 # Environment: POSTGRES_URL (default postgres://postgres@127.0.0.1:5432), RUST_LOG for the
 # services, TANSU_BIN for another broker build. Needs jq and curl; psql to drop the databases.
 set -euo pipefail
@@ -33,7 +35,9 @@ latency_duration=20s
 ceiling_records=100000
 keep=false
 bin_dir=""
-usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+soak=3m
+soak_rate=100
+usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=true; shift ;;
@@ -42,6 +46,8 @@ while [ $# -gt 0 ]; do
     --latency-duration) [ $# -ge 2 ] || usage 1; latency_duration=$2; shift 2 ;;
     --ceiling-records) [ $# -ge 2 ] || usage 1; ceiling_records=$2; shift 2 ;;
     --keep) keep=true; shift ;;
+    --soak) [ $# -ge 2 ] || usage 1; soak=$2; shift 2 ;;
+    --soak-rate) [ $# -ge 2 ] || usage 1; soak_rate=$2; shift 2 ;;
     --bin-dir) [ $# -ge 2 ] || usage 1; bin_dir=$(cd "$2" && pwd) || die "--bin-dir $2: no such directory"; shift 2 ;;
     -h|--help) usage ;;
     *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 1 ;;
@@ -50,7 +56,7 @@ done
 profile=release
 if $smoke; then
   # Enough to go through every step, not to measure anything.
-  profile=debug backlog=200 max_duration=1s latency_duration=0.3s ceiling_records=500
+  profile=debug backlog=200 max_duration=1s latency_duration=0.3s ceiling_records=500 soak=2s
 fi
 [[ $backlog =~ ^[1-9][0-9]*$ ]] || die "--backlog $backlog: expected a positive number"
 [[ $ceiling_records =~ ^[1-9][0-9]*$ ]] || die "--ceiling-records $ceiling_records: expected a positive number"
@@ -374,6 +380,15 @@ for rate in 100 1000; do
   hop_snapshot >"$work/hops-after-$rate"
 done
 
+# (h) the soak: minutes at a steady rate, where a slow leak or a backlog that builds shows.
+rss_of() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/${pid[$1]}/status" 2>/dev/null || echo ""; }
+if [ "$soak" != 0 ]; then
+  say "(h) soak: $soak_rate orders/s for $soak"
+  soak_rss_before=$(rss_of order-service)
+  load soak --url "$order_url" --rate "$soak_rate" --duration "$soak" "${completion[@]}"
+  soak_rss_after=$(rss_of order-service)
+fi
+
 # (d) the most resident memory each process ever had, read before it stops.
 declare -A peak_mb=()
 peak_of() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/${pid[$1]}/status" 2>/dev/null || echo ""; }
@@ -519,6 +534,11 @@ crowded=$(figure overload256 .stored_per_second)
 row "(g) wrk, 64 connections: orders stored" "$(round "$best") orders/s" "" ""
 row "    256 connections: stored, share of 64" "$(round "$crowded")/s, $(share "$crowded" "$best") %" "≥ 90 %" "$(meets "$(share "$crowded" "$best")" ge 90)"
 row "    256 connections: 503s, slowest answer (ms)" "$(figure overload256 .refused) / $(figure overload256 .slowest_ms)" "" ""
+if [ "$soak" != 0 ]; then
+  row "(h) soak at $soak_rate/s for $soak: accepted / settled per s" "$(round "$(figure soak .posts.accepted_per_second)") / $(round "$(figure soak .completion.all_services.orders_per_second)")" "" ""
+  row "    order→all four effects p50 / p99 (ms)" "$(bound_ms soak .completion.all_services.order_to_all_effects.p50) / $(bound_ms soak .completion.all_services.order_to_all_effects.p99)" "" ""
+  row "    order-service resident memory, start → end" "${soak_rss_before:--} → ${soak_rss_after:--} MB" "" ""
+fi
 cpu_per_order >"$work/cpu-per-order"
 row "(f) CPU per settled order in (a), all processes" "$(awk '$1 == "all" { print $2 }' "$work/cpu-per-order") ms" "" ""
 while read -r name ms; do
