@@ -153,8 +153,8 @@ fn problem_content() -> utoipa::openapi::Content {
 fn internal_response() -> Response {
     ResponseBuilder::new()
         .description(
-            "The request could not be completed (e.g. the database is unreachable); the \
-             cause is logged, never sent",
+            "The request could not be completed (a defect or a query the database refused); \
+             the cause is logged, never sent",
         )
         .content(PROBLEM_JSON, problem_content())
         .build()
@@ -163,8 +163,9 @@ fn internal_response() -> Response {
 fn overloaded_response() -> Response {
     ResponseBuilder::new()
         .description(
-            "This instance is already handling HTTP_MAX_IN_FLIGHT requests: retry after \
-             Retry-After seconds",
+            "Try again later: this instance is already handling HTTP_MAX_IN_FLIGHT requests \
+             with a full queue (`/problems/overloaded`), or cannot reach its database \
+             (`/problems/database-unavailable`); retry after Retry-After seconds",
         )
         .content(PROBLEM_JSON, problem_content())
         .header(

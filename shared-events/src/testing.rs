@@ -62,3 +62,60 @@ pub async fn outbox(pool: &PgPool) -> Vec<(String, String, String, Value)> {
         })
         .collect()
 }
+
+/// A TCP link between a service and a server (its database) that a test can cut and
+/// restore: while cut, every open connection through it is closed and new ones are closed as
+/// soon as they are accepted, so the service sees exactly what a lost network path looks
+/// like, while every other client of the server is undisturbed.
+pub struct CuttableLink {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableLink {
+    /// Listens on a free local port and forwards each connection to `target`.
+    pub async fn to(target: std::net::SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    if *watch.borrow_and_update() {
+                        return;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Ok(CuttableLink { addr, cut, task })
+    }
+
+    /// Where the service connects instead of the server.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection through the link, and every new one until [`Self::restore`].
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for CuttableLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -3,7 +3,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
-use shared_events::http::Problem;
+use shared_events::http::{self, Problem};
 
 /// Everything a request can fail with. Client errors become problem+json naming the
 /// problem; internal causes are logged here, once, and never leak into the body.
@@ -94,6 +94,7 @@ impl ApiError {
                 "Request in flight",
                 "a request with this Idempotency-Key is still being handled; retry shortly",
             ),
+            ApiError::Internal(err) if database_unreachable(err) => Problem::database_unavailable(),
             ApiError::Internal(_) => Problem::internal(),
         }
     }
@@ -117,10 +118,24 @@ fn body_problem(rejection: &JsonRejection) -> Problem {
     Problem::new(rejection.status(), slug, title, rejection.body_text())
 }
 
+/// Whether the database error somewhere in `err`'s chain says the database cannot be reached
+/// (a 503 to retry) rather than that it refused a query (a 500).
+fn database_unreachable(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
+        .any(http::database_unreachable)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(err) = &self {
-            tracing::error!(error = %format!("{err:#}"), "request failed");
+        match &self {
+            ApiError::Internal(err) if database_unreachable(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "request failed: database unreachable");
+            }
+            ApiError::Internal(err) => {
+                tracing::error!(error = %format!("{err:#}"), "request failed");
+            }
+            _ => {}
         }
         self.problem().into_response()
     }

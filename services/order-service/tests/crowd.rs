@@ -18,10 +18,11 @@ const CONNECTIONS: u32 = 4;
 const MAX_IN_FLIGHT: usize = 16;
 /// Those past MAX_IN_FLIGHT wait this long at most for a turn, then get a 503.
 const QUEUE_TIMEOUT: Duration = Duration::from_millis(250);
-/// Every answer comes within the queue time-out plus one request's time, far below the pool's
-/// 5 s acquire time-out that a crowd would otherwise run into (with room for a debug build on
-/// a busy machine).
-const SLOWEST_ANSWER: Duration = Duration::from_secs(2);
+/// The pool's wait for a connection. A request that waits it out is answered 503
+/// `database-unavailable`: what a crowd without the in-flight limit runs into, and what the
+/// test refuses. It is the only time in the test's verdict, and a long one: no busy machine
+/// takes 5 s to run 16 requests on 4 connections.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const FOR: Duration = Duration::from_secs(3);
 
 /// What one client saw: each answer's status, whether a 503 said when to retry, and the
@@ -48,7 +49,7 @@ async fn serve(connect: PgConnectOptions, connections: u32) -> (String, PgPool) 
         runtime.block_on(async move {
             let pool = PgPoolOptions::new()
                 .max_connections(connections)
-                .acquire_timeout(Duration::from_secs(5))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(connect)
                 .await
                 .unwrap();
@@ -102,7 +103,8 @@ async fn client(http: reqwest::Client, url: String, n: usize) -> Seen {
             201 => seen.created.push(body["id"].as_str().unwrap().to_owned()),
             200 => seen.listed += 1,
             503 if retry_after.is_some()
-                && content_type.is_some_and(|t| t == "application/problem+json") =>
+                && content_type.is_some_and(|t| t == "application/problem+json")
+                && body["type"] == "/problems/overloaded" =>
             {
                 seen.shed += 1;
                 // A polite client waits a little, as Retry-After asks (shortened for the test).
@@ -115,7 +117,7 @@ async fn client(http: reqwest::Client, url: String, n: usize) -> Seen {
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
-async fn sixty_four_clients_on_four_connections_are_all_answered_long_before_a_time_out(
+async fn sixty_four_clients_on_four_connections_are_all_answered_and_none_waits_out_the_pool(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
@@ -136,13 +138,10 @@ async fn sixty_four_clients_on_four_connections_are_all_answered_long_before_a_t
     let unexpected: Vec<&String> = seen.iter().flat_map(|s| &s.unexpected).collect();
     assert!(
         unexpected.is_empty(),
-        "answers other than 201, 200 or a 503 problem: {unexpected:?}"
+        "answers other than 201, 200 or a 503 overloaded problem (a database-unavailable one \
+         is a request that waited out the pool): {unexpected:?}"
     );
     let slowest = seen.iter().map(|s| s.slowest).max().unwrap();
-    assert!(
-        slowest < SLOWEST_ANSWER,
-        "the slowest answer took {slowest:?}"
-    );
     let created: Vec<&String> = seen.iter().flat_map(|s| &s.created).collect();
     let (shed, listed) = (
         seen.iter().map(|s| s.shed).sum::<usize>(),

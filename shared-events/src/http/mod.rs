@@ -41,6 +41,8 @@ pub struct Problem {
     pub detail: String,
     /// Extension members merged into the body, e.g. a list of field errors.
     pub extensions: Option<Value>,
+    /// Seconds to wait before retrying, sent as `Retry-After`: set on every 503.
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -56,7 +58,27 @@ impl Problem {
             title,
             detail: detail.into(),
             extensions: None,
+            retry_after: None,
         }
+    }
+
+    /// A 503 that tells the client when to try again: the instance is overloaded, or a
+    /// dependency it needs for this request (its database) cannot be reached right now.
+    pub fn unavailable(slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Problem {
+            retry_after: Some(1),
+            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, detail)
+        }
+    }
+
+    /// The service's database cannot be reached: a 503 to retry, not a 500. The cause is
+    /// logged by the caller and never put in the body.
+    pub fn database_unavailable() -> Self {
+        Problem::unavailable(
+            "database-unavailable",
+            "Database unavailable",
+            "this service cannot reach its database right now; retry after a second",
+        )
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -91,19 +113,50 @@ impl IntoResponse for Problem {
         if let (Some(Value::Object(extra)), Value::Object(map)) = (self.extensions, &mut body) {
             map.extend(extra);
         }
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             Json(body),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
 impl From<sqlx::Error> for Problem {
     fn from(err: sqlx::Error) -> Self {
-        tracing::error!(error = %err, "database query failed");
-        Problem::internal()
+        if database_unreachable(&err) {
+            tracing::warn!(error = %err, "database unreachable");
+            Problem::database_unavailable()
+        } else {
+            tracing::error!(error = %err, "database query failed");
+            Problem::internal()
+        }
+    }
+}
+
+/// Whether `err` says the database cannot be reached now (no connection, a connection lost,
+/// the server shutting down or starting, no connection slot free), as opposed to a query it
+/// refused: the first passes by itself and is a 503 with `Retry-After`, the second is a 500.
+pub fn database_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P01-57P03: the server is shutting down,
+            // crashed or is starting; 53300: too many connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 
@@ -171,6 +224,48 @@ pub fn with_problem_fallbacks(router: Router) -> Router {
                 "this route does not accept that method",
             )
         })
+        .layer(middleware::map_response(problem_for_plain_errors))
+}
+
+/// Rewrites an error answered in plain text (an extractor's rejection, such as a path that is
+/// not valid percent-encoded UTF-8, or a body over the limit) as problem+json with the same
+/// status and headers. A 4xx keeps the text as its `detail`; a 5xx's text is dropped, as
+/// [`Problem::internal`] drops its cause. Error answers that are already JSON are left alone.
+async fn problem_for_plain_errors(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|value| value.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let title = status.canonical_reason().unwrap_or("Error");
+    let text = axum::body::to_bytes(body, 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let detail = if status.is_client_error() && !text.is_empty() {
+        text
+    } else {
+        title.to_lowercase()
+    };
+    let slug = match status {
+        StatusCode::BAD_REQUEST => "bad-request",
+        StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        _ if status.is_client_error() => "client-error",
+        _ => "server-error",
+    };
+    let mut problem = Problem::new(status, slug, title, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().append(name, value.clone());
+        }
+    }
+    problem
 }
 
 /// How many API requests an instance handles at once, and how many may wait for a turn.
@@ -258,8 +353,7 @@ impl Drop for QueueSlot {
 }
 
 fn overloaded(max: usize) -> Response {
-    let mut response = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
+    Problem::unavailable(
         "overloaded",
         "Overloaded",
         format!(
@@ -267,11 +361,7 @@ fn overloaded(max: usize) -> Response {
              more; retry after a second"
         ),
     )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    .into_response()
 }
 
 /// What the operational endpoints report on.
@@ -524,6 +614,113 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fine.status(), StatusCode::OK);
+    }
+
+    async fn problem_of(app: &Router, request: axum::http::Request<Body>) -> (StatusCode, Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json",
+            "{status}"
+        );
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_path_that_is_not_percent_encoded_utf8_is_a_400_problem_not_plain_text() {
+        let app = with_problem_fallbacks(Router::new().route(
+            "/reservations/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<String>| async move { id }),
+        ));
+        let (status, problem) = problem_of(
+            &app,
+            axum::http::Request::get("/reservations/%ff%fe")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(problem["type"], "/problems/bad-request");
+        assert_eq!(problem["status"], 400);
+        assert!(
+            problem["detail"].as_str().unwrap().contains("UTF-8"),
+            "{problem}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_413_problem_and_a_plain_5xx_keeps_its_text_to_itself() {
+        let app = with_problem_fallbacks(
+            Router::new()
+                .route(
+                    "/echo",
+                    axum::routing::post(|body: String| async move { body }),
+                )
+                .route(
+                    "/broken",
+                    get(|| async {
+                        (
+                            StatusCode::BAD_GATEWAY,
+                            [(header::RETRY_AFTER, "7")],
+                            "upstream at 10.0.0.7 said no",
+                        )
+                    }),
+                )
+                .layer(axum::extract::DefaultBodyLimit::max(8)),
+        );
+        let (status, problem) = problem_of(
+            &app,
+            axum::http::Request::post("/echo")
+                .body(Body::from("far more than eight bytes"))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(problem["type"], "/problems/body-too-large");
+
+        let response = app
+            .clone()
+            .oneshot(
+                axum::http::Request::get("/broken")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        let (status, problem) = problem_of(
+            &app,
+            axum::http::Request::get("/broken")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(!problem.to_string().contains("10.0.0.7"), "{problem}");
+    }
+
+    #[test]
+    fn a_lost_database_connection_is_a_503_to_retry_and_a_refused_query_a_500() {
+        let lost = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        for err in [lost, sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            assert!(database_unreachable(&err), "{err}");
+            let problem = Problem::from(err);
+            assert_eq!(problem.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(problem.retry_after, Some(1));
+            let response = problem.into_response();
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
+        let refused = sqlx::Error::RowNotFound;
+        assert!(!database_unreachable(&refused));
+        assert_eq!(
+            Problem::from(refused).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[tokio::test]
