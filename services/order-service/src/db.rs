@@ -191,11 +191,13 @@ pub async fn recent_orders(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Order>
         .await
 }
 
-/// The order's saga so far, in the order this service learned of each step.
+/// The order's saga so far, in the order its steps happened: by each event's `occurred_at`
+/// (the decisions by when this service took them), steps at the same instant in the order
+/// this service learned of them. Answers often arrive in another order than they happened.
 pub async fn timeline(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Vec<Step>> {
     sqlx::query_as(
         "SELECT at, event_type AS event, detail FROM order_timeline
-         WHERE order_id = $1 ORDER BY recorded",
+         WHERE order_id = $1 ORDER BY at, recorded",
     )
     .bind(order_id)
     .fetch_all(pool)

@@ -194,6 +194,37 @@ async fn a_declined_payment_cancels_the_order_even_with_the_stock_reserved(pool:
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
+async fn the_timeline_lists_answers_in_the_order_they_happened_not_the_order_they_arrived(
+    pool: PgPool,
+) {
+    order_service::db::seed_catalog(&pool).await.unwrap();
+    let id = place(&pool, 1).await;
+    let declined_at = chrono::Utc::now();
+    let reserved_at = declined_at + chrono::Duration::microseconds(1);
+    let at = |when: chrono::DateTime<chrono::Utc>| {
+        move |event: &mut Value| {
+            event["occurred_at"] = json!(when);
+        }
+    };
+    let declined = testing::golden_event("payment_declined", id, at(declined_at));
+    let reserved = testing::golden_event("stock_reserved", id, at(reserved_at));
+
+    // Inventory's later answer is read first: its partition was read first.
+    apply(&pool, &[reserved]).await.unwrap();
+    apply(&pool, &[declined]).await.unwrap();
+
+    assert_eq!(
+        timeline(&pool, id).await,
+        [
+            "order_placed",
+            "payment_declined",
+            "stock_reserved",
+            "order_cancelled"
+        ]
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
 async fn an_answer_about_an_order_never_placed_here_is_refused_for_good(pool: PgPool) {
     let err = apply(&pool, &[answer("stock_reserved", Uuid::new_v4())])
         .await
