@@ -97,9 +97,10 @@ acl --add --allow-principal User:analytics-service --resource-pattern-type liter
 # dashboard: reads only, in no group.
 acl --add --allow-principal User:dashboard --resource-pattern-type literal --operation Read --operation Describe --topic orders --topic inventory --topic payments --topic presence
 
-# shop-dlt: reads what is parked, replays it to the original topic; in no group.
+# shop-dlt: reads what is parked, replays it to the original topic and records the replay
+# on the dead-letter topic; in no group.
 acl --add --allow-principal User:shop-dlt --resource-pattern-type literal --operation Read --operation Describe --topic orders.dlt --topic inventory.dlt --topic payments.dlt
-acl --add --allow-principal User:shop-dlt --resource-pattern-type literal --operation Write --operation Describe --topic orders --topic inventory --topic payments
+acl --add --allow-principal User:shop-dlt --resource-pattern-type literal --operation Write --operation Describe --topic orders --topic inventory --topic payments --topic orders.dlt --topic inventory.dlt --topic payments.dlt
 
 # What the cluster now holds, for the log.
 acl --list

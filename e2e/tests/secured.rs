@@ -135,6 +135,22 @@ async fn the_whole_saga_runs_over_sasl_ssl_with_a_scram_user_per_service_and_pos
         &dlt_env(&stack),
     );
     assert!(ok, "shop-dlt replay failed:\n{replayed}");
+    // The replay is recorded: listed as replayed, and a second `replay --all` replays nothing.
+    let (ok, listed) = run_binary(
+        "shop-dlt",
+        &["--topic", "orders.dlt", "list"],
+        &dlt_env(&stack),
+    );
+    assert!(ok, "shop-dlt list failed:\n{listed}");
+    assert!(listed.matches("replayed -> orders:").count() >= 2, "{listed}");
+    let (ok, again) = run_binary(
+        "shop-dlt",
+        &["replay", "--all", "--service", "email-service"],
+        &dlt_env(&stack),
+    );
+    assert!(ok, "the second shop-dlt replay failed:\n{again}");
+    assert!(again.contains("0 message(s) replayed"), "{again}");
+    assert!(again.contains("replayed before and skipped"), "{again}");
     for id in [&confirmed, &cancelled] {
         eventually(
             &format!("the replayed decision of {id} to be mailed"),

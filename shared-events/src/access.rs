@@ -82,7 +82,8 @@ pub const DASHBOARD: Principal = Principal {
     writes: &[],
 };
 
-/// The operator's dead-letter tool: reads what is parked, replays it to its original topic.
+/// The operator's dead-letter tool: reads what is parked, replays it to its original topic,
+/// and records each replay on the dead-letter topic.
 pub const SHOP_DLT: Principal = Principal {
     user: "shop-dlt",
     group: None,
@@ -91,7 +92,14 @@ pub const SHOP_DLT: Principal = Principal {
         topics::INVENTORY_DLT,
         topics::PAYMENTS_DLT,
     ],
-    writes: &[topics::ORDERS, topics::INVENTORY, topics::PAYMENTS],
+    writes: &[
+        topics::ORDERS,
+        topics::INVENTORY,
+        topics::PAYMENTS,
+        topics::ORDERS_DLT,
+        topics::INVENTORY_DLT,
+        topics::PAYMENTS_DLT,
+    ],
 };
 
 /// Every principal but the admin, which is a super user: it creates the topics, the users

@@ -568,4 +568,10 @@ pub mod dead_letter {
     pub const ERROR: &str = "dlt.error.message";
     pub const SERVICE: &str = "dlt.service";
     pub const ATTEMPTS: &str = "dlt.attempts";
+    /// On a replay marker, which `shop-dlt` appends to the dead-letter topic once it has
+    /// replayed a parked message: the parked message's partition and offset on that topic,
+    /// and where the replay put it (`topic:partition:offset`). A marker has no payload.
+    pub const REPLAYED_PARTITION: &str = "dlt.replayed.partition";
+    pub const REPLAYED_OFFSET: &str = "dlt.replayed.offset";
+    pub const REPLAYED_TO: &str = "dlt.replayed.to";
 }

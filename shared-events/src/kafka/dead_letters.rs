@@ -1,4 +1,10 @@
 //! Reading the dead-letter topic back, and replaying what is parked there.
+//!
+//! A replay is recorded on the dead-letter topic itself: after publishing a parked message
+//! again, `shop-dlt` appends a marker naming it (no payload, `dlt.replayed.*` headers), so
+//! every operator sees what was replayed and a second `replay --all` has nothing left to do.
+//! Replay then mark is at least once: a crash between the two replays that message again on
+//! the next run, which the services recognise by its event id and ignore.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,6 +27,8 @@ pub struct DeadLetter {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Where a replay put it (`topic:partition:offset`), if it has been replayed.
+    pub replayed_to: Option<String>,
 }
 
 impl DeadLetter {
@@ -41,8 +49,9 @@ impl DeadLetter {
     }
 }
 
-/// Reads every message on `topic` from the beginning up to what is there now, without joining
-/// a consumer group or committing anything: listing is free of side effects.
+/// Reads every message parked on `topic` from the beginning up to what is there now, each with
+/// whether it was replayed, without joining a consumer group or committing anything: listing
+/// is free of side effects.
 pub async fn read_all(settings: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<DeadLetter>> {
     let consumer: BaseConsumer = super::base_config(settings)
         // Never commit: reading the dead letters must not move anybody's position.
@@ -112,6 +121,7 @@ fn read_blocking(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<Dea
                         .collect()
                 })
                 .unwrap_or_default(),
+            replayed_to: None,
         });
         if remaining
             .get(&message.partition())
@@ -120,8 +130,59 @@ fn read_blocking(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<Dea
             remaining.remove(&message.partition());
         }
     }
+    Ok(apply_markers(letters))
+}
+
+/// The parked messages among `records`, in partition and offset order, each marked with
+/// where its replay went if a replay marker names it.
+fn apply_markers(records: Vec<DeadLetter>) -> Vec<DeadLetter> {
+    let (markers, mut letters): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|record| record.header(dead_letter::REPLAYED_OFFSET).is_some());
+    let replayed: HashMap<(i32, i64), String> = markers
+        .iter()
+        .filter_map(|marker| {
+            let partition = marker
+                .header(dead_letter::REPLAYED_PARTITION)?
+                .parse()
+                .ok()?;
+            let offset = marker.header(dead_letter::REPLAYED_OFFSET)?.parse().ok()?;
+            let to = marker.header(dead_letter::REPLAYED_TO).unwrap_or("?");
+            Some(((partition, offset), to.to_owned()))
+        })
+        .collect();
+    for letter in &mut letters {
+        letter.replayed_to = replayed.get(&(letter.partition, letter.offset)).cloned();
+    }
     letters.sort_by_key(|l| (l.partition, l.offset));
-    Ok(letters)
+    letters
+}
+
+/// Records on `dead_letter_topic` that `letter`, parked there, was replayed to `to`
+/// (`topic:partition:offset`): see the module's documentation.
+pub async fn mark_replayed(
+    producer: &EventProducer,
+    dead_letter_topic: &str,
+    letter: &DeadLetter,
+    to: &str,
+) -> anyhow::Result<()> {
+    let (partition, offset) = (letter.partition.to_string(), letter.offset.to_string());
+    let headers: [(&str, &[u8]); 3] = [
+        (dead_letter::REPLAYED_PARTITION, partition.as_bytes()),
+        (dead_letter::REPLAYED_OFFSET, offset.as_bytes()),
+        (dead_letter::REPLAYED_TO, to.as_bytes()),
+    ];
+    let record = OutgoingRecord {
+        topic: dead_letter_topic,
+        key: &letter.key,
+        payload: &[],
+        headers: &headers,
+    };
+    producer
+        .send(record)
+        .await
+        .with_context(|| format!("cannot record the replay on {dead_letter_topic}"))?;
+    Ok(())
 }
 
 /// Publishes a parked message back to its original topic, with its original key, payload and
@@ -146,4 +207,46 @@ pub async fn replay(producer: &EventProducer, letter: &DeadLetter) -> anyhow::Re
         .send(record)
         .await
         .with_context(|| format!("cannot publish to {topic}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64, headers: &[(&str, &str)]) -> DeadLetter {
+        DeadLetter {
+            partition,
+            offset,
+            key: b"order-1".to_vec(),
+            payload: Vec::new(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            replayed_to: None,
+        }
+    }
+
+    #[test]
+    fn a_marker_names_the_parked_message_it_replayed_and_is_not_listed_itself() {
+        let records = vec![
+            record(1, 0, &[(dead_letter::SERVICE, "email-service")]),
+            record(0, 4, &[(dead_letter::SERVICE, "payment-service")]),
+            record(
+                0,
+                7,
+                &[
+                    (dead_letter::REPLAYED_PARTITION, "1"),
+                    (dead_letter::REPLAYED_OFFSET, "0"),
+                    (dead_letter::REPLAYED_TO, "orders:3:45"),
+                ],
+            ),
+        ];
+        let letters = apply_markers(records);
+        let listed: Vec<_> = letters
+            .iter()
+            .map(|l| (l.partition, l.offset, l.replayed_to.as_deref()))
+            .collect();
+        assert_eq!(listed, [(0, 4, None), (1, 0, Some("orders:3:45"))]);
+    }
 }

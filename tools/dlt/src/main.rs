@@ -10,6 +10,10 @@
 //! Each topic has its dead-letter topic, `<topic>.dlt`. A message that failed in several
 //! services is parked once per service; replay publishes each original message once, to the
 //! topic it came from. Services that handled it already recognise its event id.
+//!
+//! Each replay is recorded on the dead-letter topic (a marker naming the parked message and
+//! where it went), so `list` shows what was replayed and a repeated `replay --all` replays
+//! nothing; `--again` replays a message a second time on purpose.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -69,6 +73,10 @@ enum Command {
         /// Only messages with this error kind, e.g. retries_exhausted.
         #[arg(long)]
         kind: Option<String>,
+        /// Replay messages that were replayed before, too [default: they are skipped by
+        /// --all and refused when named].
+        #[arg(long)]
+        again: bool,
     },
 }
 
@@ -143,20 +151,43 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Replay {
-            all, service, kind, ..
+            all,
+            service,
+            kind,
+            again,
+            ..
         } => {
-            let chosen = choose(&parked, &wanted, all, service.as_deref(), kind.as_deref())?;
+            let filter = Filter {
+                all,
+                service: service.as_deref(),
+                kind: kind.as_deref(),
+                again,
+            };
+            let chosen = choose(&parked, &wanted, &filter)?;
             let producer = EventProducer::connect(&settings, Duration::from_secs(30)).await?;
             for one in &chosen {
                 let (partition, offset) = dead_letters::replay(&producer, &one.letter).await?;
                 let (original, _, _) = one.letter.origin().context("no origin")?;
-                println!(
-                    "replayed {} -> {original} {partition}:{offset}",
-                    one.position()
-                );
+                let to = format!("{original}:{partition}:{offset}");
+                // Every parked copy of this message (one per service that parked it) was
+                // just replayed with it.
+                for copy in parked
+                    .iter()
+                    .filter(|p| p.letter.origin() == one.letter.origin())
+                {
+                    dead_letters::mark_replayed(&producer, &copy.topic, &copy.letter, &to).await?;
+                }
+                println!("replayed {} -> {to}", one.position());
             }
             producer.flush(Duration::from_secs(10)).await;
             println!("{} message(s) replayed", chosen.len());
+            let skipped = parked
+                .iter()
+                .filter(|p| filter.matches(p) && p.letter.replayed_to.is_some())
+                .count();
+            if all && !again && skipped > 0 {
+                println!("{skipped} replayed before and skipped (--again replays them)");
+            }
         }
     }
     Ok(())
@@ -190,8 +221,13 @@ fn list(topic: &str, parked: &[Parked]) {
             .origin()
             .map(|(t, p, o)| format!("{t} {p}:{o}"))
             .unwrap_or_else(|| "unknown origin".to_owned());
+        let replayed = letter
+            .replayed_to
+            .as_ref()
+            .map(|to| format!("  replayed -> {to}"))
+            .unwrap_or_default();
         println!(
-            "{}  from {origin}  by {}  [{}] after {} attempt(s): {}",
+            "{}  from {origin}  by {}  [{}] after {} attempt(s): {}{replayed}",
             one.position(),
             letter.header(dead_letter::SERVICE).unwrap_or("?"),
             letter.header(dead_letter::ERROR_KIND).unwrap_or("?"),
@@ -225,29 +261,56 @@ fn parse_position(position: &str, topic: Option<&str>) -> anyhow::Result<(String
     Ok((topic.to_owned(), partition, offset))
 }
 
-/// The messages to replay, each original message once.
+/// Which parked messages `replay` takes besides those named.
+struct Filter<'a> {
+    all: bool,
+    service: Option<&'a str>,
+    kind: Option<&'a str>,
+    again: bool,
+}
+
+impl Filter<'_> {
+    /// Whether `--service` and `--kind` let `parked` through.
+    fn matches(&self, parked: &Parked) -> bool {
+        let header = |name| parked.letter.header(name);
+        self.service
+            .is_none_or(|s| header(dead_letter::SERVICE) == Some(s))
+            && self
+                .kind
+                .is_none_or(|k| header(dead_letter::ERROR_KIND) == Some(k))
+    }
+}
+
+/// The messages to replay, each original message once: those named, or with `--all` every
+/// one not replayed before (all of them with `--again`).
 fn choose<'a>(
     parked: &'a [Parked],
     wanted: &[(String, i32, i64)],
-    all: bool,
-    service: Option<&str>,
-    kind: Option<&str>,
+    filter: &Filter,
 ) -> anyhow::Result<Vec<&'a Parked>> {
     let at = |p: &Parked| (p.topic.clone(), p.letter.partition, p.letter.offset);
     let mut positions = HashSet::new();
     for position in wanted {
-        if !parked.iter().any(|p| at(p) == *position) {
-            let (topic, partition, offset) = position;
+        let (topic, partition, offset) = position;
+        let Some(found) = parked.iter().find(|p| at(p) == *position) else {
             bail!("{topic}:{partition}:{offset}: no parked message there (see `shop-dlt list`)");
+        };
+        if let (Some(to), false) = (&found.letter.replayed_to, filter.again) {
+            bail!(
+                "{topic}:{partition}:{offset}: already replayed (to {to}); \
+                 add --again to replay it once more"
+            );
         }
         positions.insert(position.clone());
     }
     let mut origins = HashSet::new();
     Ok(parked
         .iter()
-        .filter(|p| all || positions.contains(&at(p)))
-        .filter(|p| service.is_none_or(|s| p.letter.header(dead_letter::SERVICE) == Some(s)))
-        .filter(|p| kind.is_none_or(|k| p.letter.header(dead_letter::ERROR_KIND) == Some(k)))
+        .filter(|p| {
+            positions.contains(&at(p))
+                || (filter.all && (filter.again || p.letter.replayed_to.is_none()))
+        })
+        .filter(|p| filter.matches(p))
         .filter(|p| origins.insert(p.letter.origin()))
         .collect())
 }
@@ -277,6 +340,7 @@ mod tests {
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v.into_bytes()))
                     .collect(),
+                replayed_to: None,
             },
         }
     }
@@ -332,12 +396,12 @@ mod tests {
             ("orders.dlt".to_owned(), 0, 13),
             ("payments.dlt".to_owned(), 0, 12),
         ];
-        let chosen = choose(&letters, &wanted, false, None, None).unwrap();
+        let chosen = choose(&letters, &wanted, &named()).unwrap();
         let positions: Vec<String> = chosen.iter().map(|p| p.position()).collect();
         assert_eq!(positions, ["orders.dlt:0:12", "payments.dlt:0:12"]);
 
         let missing = [("inventory.dlt".to_owned(), 0, 12)];
-        assert!(choose(&letters, &missing, false, None, None).is_err());
+        assert!(choose(&letters, &missing, &named()).is_err());
     }
 
     #[test]
@@ -347,9 +411,58 @@ mod tests {
             parked("payments.dlt", 1, 0, "order-service", 7),
             parked("inventory.dlt", 2, 0, "order-service", 9),
         ];
-        let chosen = choose(&letters, &[], true, Some("order-service"), None).unwrap();
+        let one_service = Filter {
+            service: Some("order-service"),
+            ..all()
+        };
+        let chosen = choose(&letters, &[], &one_service).unwrap();
         let positions: Vec<String> = chosen.iter().map(|p| p.position()).collect();
         assert_eq!(positions, ["payments.dlt:1:0", "inventory.dlt:2:0"]);
-        assert_eq!(choose(&letters, &[], true, None, None).unwrap().len(), 3);
+        assert_eq!(choose(&letters, &[], &all()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_message_replayed_before_is_skipped_by_all_and_refused_by_name_unless_again() {
+        let mut replayed = parked("orders.dlt", 0, 12, "email-service", 5);
+        replayed.letter.replayed_to = Some("orders:0:40".to_owned());
+        let letters = [replayed, parked("payments.dlt", 1, 0, "order-service", 7)];
+
+        let chosen = choose(&letters, &[], &all()).unwrap();
+        let positions: Vec<String> = chosen.iter().map(|p| p.position()).collect();
+        assert_eq!(positions, ["payments.dlt:1:0"]);
+        let again = Filter {
+            again: true,
+            ..all()
+        };
+        assert_eq!(choose(&letters, &[], &again).unwrap().len(), 2);
+
+        let named = [("orders.dlt".to_owned(), 0, 12)];
+        let Err(err) = choose(&letters, &named, &self::named()) else {
+            panic!("a message replayed before was replayed again without --again");
+        };
+        let err = err.to_string();
+        assert!(err.contains("already replayed (to orders:0:40)"), "{err}");
+        assert!(err.contains("--again"), "{err}");
+        let again = Filter {
+            again: true,
+            ..self::named()
+        };
+        assert_eq!(choose(&letters, &named, &again).unwrap().len(), 1);
+    }
+
+    fn named() -> Filter<'static> {
+        Filter {
+            all: false,
+            service: None,
+            kind: None,
+            again: false,
+        }
+    }
+
+    fn all() -> Filter<'static> {
+        Filter {
+            all: true,
+            ..named()
+        }
     }
 }
