@@ -11,6 +11,7 @@ use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
 
 use crate::Backend;
+use crate::images::Image;
 
 pub enum Broker {
     Tansu(Tansu),
@@ -27,7 +28,11 @@ impl Broker {
             Backend::Docker => {
                 // A fixed host port survives a container restart, so clients can reconnect.
                 let port = free_port();
+                let image = Image::kafka();
                 let container = Kafka::default()
+                    .with_jvm_image()
+                    .with_name(image.name)
+                    .with_tag(image.tag)
                     .with_mapped_port(port, KAFKA_PORT)
                     .start()
                     .await

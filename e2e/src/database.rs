@@ -1,10 +1,11 @@
 //! PostgreSQL for the tests: the local server, or a container when the backend is Docker.
 
-use testcontainers::ContainerAsync;
 use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::postgres::Postgres;
 
 use crate::Backend;
+use crate::images::Image;
 
 pub struct Database {
     /// `postgres://user@host:port`, without a database name.
@@ -21,7 +22,10 @@ impl Database {
                 _container: None,
             },
             Backend::Docker => {
+                let image = Image::postgres();
                 let container = Postgres::default()
+                    .with_name(image.name)
+                    .with_tag(image.tag)
                     .start()
                     .await
                     .expect("cannot start the PostgreSQL container");

@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod database;
+pub mod images;
 pub mod load;
 pub mod process;
 pub mod secure;

@@ -2,11 +2,9 @@
 //! the dead-letter topic, and a broker restart under load.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use e2e::{Consumer, Running, Service, Stack, eventually};
+use e2e::{Consumer, Load, Running, Service, Stack, eventually};
 use serde_json::{Value, json};
 use shared_events::kafka::dead_letter;
 use shared_events::kafka::dead_letters::{self, DeadLetter};
@@ -205,50 +203,37 @@ async fn an_event_a_service_keeps_failing_on_is_parked_and_replayed_once_the_fau
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orders_placed_before_during_and_after_a_broker_restart_all_arrive_once() {
     let mut stack = Stack::start().await;
-    let order_service = Arc::new(stack.start_order_service().await);
+    let order_service = stack.start_order_service().await;
     let payment = stack.start_consumer(Consumer::Payment, "1").await;
     let analytics = stack.start_consumer(Consumer::Analytics, "1").await;
 
-    let placing = Arc::new(AtomicBool::new(true));
-    let http = stack.http.clone();
-    let load = tokio::spawn({
-        let (placing, order_service) = (placing.clone(), order_service.clone());
-        async move {
-            let mut accepted = Vec::new();
-            while placing.load(Ordering::Relaxed) {
-                let response = http
-                    .post(order_service.url("/orders"))
-                    .json(&an_order())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    response.status(),
-                    201,
-                    "the order service keeps accepting orders"
-                );
-                accepted.push(
-                    response.json::<Value>().await.unwrap()["id"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned(),
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            accepted
-        }
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let load = Load::start(
+        stack.http.clone(),
+        order_service.url("/orders"),
+        Duration::from_millis(20),
+    );
+    load.wait_for_accepted(10).await;
     stack.broker.stop().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = load.accepted();
+    // Accepted with no broker at all: the order and its event wait in the outbox.
+    load.wait_for_accepted(10).await;
+    let while_down = load.accepted() - before;
     stack.broker.restart().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    placing.store(false, Ordering::Relaxed);
-    let accepted = load.await.unwrap();
+    load.wait_for_accepted(10).await;
+    assert_eq!(
+        load.refused(),
+        0,
+        "the order service kept answering 201 while the broker was down"
+    );
+    let accepted: Vec<String> = load
+        .finish()
+        .await
+        .iter()
+        .map(|order| order["id"].as_str().unwrap().to_owned())
+        .collect();
     assert!(
-        accepted.len() > 20,
-        "orders were placed throughout: {}",
-        accepted.len()
+        while_down >= 10,
+        "orders were placed while the broker was down: {while_down}"
     );
 
     let charged = eventually("every accepted order to be charged", PATIENCE, || async {
@@ -276,11 +261,7 @@ async fn orders_placed_before_during_and_after_a_broker_restart_all_arrive_once(
     })
     .await;
 
-    Arc::try_unwrap(order_service)
-        .ok()
-        .expect("the load task is done")
-        .stop()
-        .await;
+    order_service.stop().await;
     payment.stop().await;
     analytics.stop().await;
     stack.finish().await;
