@@ -29,7 +29,7 @@ COPY . .
 # sqlx only embeds migrations at compile time; never let it look for a database here.
 ENV SQLX_OFFLINE=true
 # Cache mounts keep the registry and the target dir between builds; the service builds share
-# one target dir (locked, so they take turns) and reuse the shared-events artefacts.
+# one target dir (locked, so they take turns) and reuse the shop-runtime artefacts.
 # SERVICE names one package, or several separated by spaces (the tools image): one
 # `cargo build` with a `-p` for each, then each package's binary of the same name to /out.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \

@@ -3,7 +3,7 @@
 # user, after the three brokers are healthy and before any service starts. It creates
 #   1. every topic (auto-creation is off, and no service may create one);
 #   2. every principal's SCRAM-SHA-512 credential, its password from .env;
-#   3. every principal's ACLs, exactly those of shared-events/src/access.rs (the table in
+#   3. every principal's ACLs, exactly those of contract/src/access.rs (the table in
 #      docs/security.md): topics it reads get Read and Describe, topics it writes get Write
 #      and Describe, its consumer group gets Read; literal names only, no wildcard, no
 #      prefix, no All. e2e/tests/compose.rs reads the `acl` lines below and fails when they

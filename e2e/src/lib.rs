@@ -77,7 +77,7 @@ fn docker_available() -> bool {
 }
 
 /// Logs from the services under test, shown for failing tests (`RUST_LOG` filters them), and
-/// recorded spans, as `shared_events::telemetry::init` gives a service that exports them, so
+/// recorded spans, as `shop_runtime::telemetry::init` gives a service that exports them, so
 /// the services in this process take the recording path. Nothing is exported. (The service
 /// processes the tests start record spans only when told where to export them.)
 pub fn init_logging() {
@@ -89,7 +89,7 @@ pub fn init_logging() {
         tracing_subscriber::EnvFilter::new("info,rdkafka=warn,sqlx=warn,tower_http=warn")
     });
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    shared_events::trace::record_spans(true);
+    shop_runtime::trace::record_spans(true);
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_test_writer())

@@ -1,5 +1,5 @@
 //! The secured shop for the tests: a broker that speaks only TLS and admits only SCRAM users,
-//! one user per principal of [`shared_events::access`], and PostgreSQL over TLS.
+//! one user per principal of [`shop_runtime::access`], and PostgreSQL over TLS.
 //!
 //! Certificates are made here, per test, with rcgen: a CA, and a certificate for `localhost`
 //! (and no IP address, so a client that connects to 127.0.0.1 must fail the host-name
@@ -13,11 +13,11 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use shared_events::access::{self, Principal};
-use shared_events::kafka::security::{
+use shop_runtime::access::{self, Principal};
+use shop_runtime::kafka::security::{
     KafkaSecurity, KafkaSecurityArgs, SaslMechanism, SecurityProtocol,
 };
-use shared_events::secret::Secret;
+use shop_runtime::secret::Secret;
 
 /// A certificate authority of the test's own, and what it signed, as PEM files in a
 /// temporary directory.

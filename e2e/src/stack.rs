@@ -4,9 +4,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde_json::Value;
-use shared_events::app::ConsumerApp;
-use shared_events::config::{ServiceIdentity, ServiceSettings};
-use shared_events::kafka::Handler;
+use shop_runtime::app::ConsumerApp;
+use shop_runtime::config::{ServiceIdentity, ServiceSettings};
+use shop_runtime::kafka::Handler;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -142,11 +142,11 @@ impl Stack {
         let mut admin = stack.kafka();
         let secure = stack.secure.as_ref().expect("secured");
         admin.security = secure.credentials.security_as(
-            shared_events::access::ADMIN,
+            shop_runtime::access::ADMIN,
             secure.credentials.password("admin"),
         );
         admin.create_topics = true;
-        shared_events::kafka::ensure_topics(&admin, &shared_events::topics::EVERY)
+        shop_runtime::kafka::ensure_topics(&admin, &shop_runtime::topics::EVERY)
             .await
             .expect("the admin creates the topics");
         stack
@@ -187,11 +187,11 @@ impl Stack {
             instance,
         );
         if let Some(secure) = &self.secure {
-            let principal = shared_events::access::Principal::of_service(identity.name)
+            let principal = shop_runtime::access::Principal::of_service(identity.name)
                 .unwrap_or_else(|| panic!("{} is no principal", identity.name));
             settings.kafka.security = secure.credentials.security(&principal);
             settings.kafka.create_topics = false;
-            settings.database_url = shared_events::secret::Secret::new(
+            settings.database_url = shop_runtime::secret::Secret::new(
                 crate::secure::postgres_tls_url(&database, "localhost", &secure.postgres_root),
             );
         }
@@ -219,7 +219,7 @@ impl Stack {
         if let Some(secure) = &self.secure {
             settings.kafka.security = secure
                 .credentials
-                .security(&shared_events::access::DASHBOARD);
+                .security(&shop_runtime::access::DASHBOARD);
             settings.kafka.create_topics = false;
         }
         let app = dashboard::Dashboard::build(settings)
@@ -320,7 +320,7 @@ impl Stack {
         match &self.secure {
             None => env.push(("DATABASE_URL".into(), database)),
             Some(secure) => {
-                let principal = shared_events::access::Principal::of_service(identity.name)
+                let principal = shop_runtime::access::Principal::of_service(identity.name)
                     .unwrap_or_else(|| panic!("{} is no principal", identity.name));
                 env.extend(secure.credentials.env(&principal, self.log_dir.path()));
                 env.push(("KAFKA_CREATE_TOPICS".into(), "false".into()));
@@ -344,18 +344,18 @@ impl Stack {
     }
 
     /// Kafka settings for a plain client of this test's broker (tools, raw producers).
-    pub fn kafka(&self) -> shared_events::config::KafkaSettings {
+    pub fn kafka(&self) -> shop_runtime::config::KafkaSettings {
         self.settings(order_service::IDENTITY, "test-client").kafka
     }
 
     /// Produces raw bytes straight to `orders`, bypassing the Order Service.
     pub async fn produce_raw(&self, key: &str, payload: &[u8]) {
         let producer =
-            shared_events::kafka::EventProducer::connect(&self.kafka(), Duration::from_secs(10))
+            shop_runtime::kafka::EventProducer::connect(&self.kafka(), Duration::from_secs(10))
                 .await
                 .expect("a raw producer connects");
-        let record = shared_events::kafka::OutgoingRecord {
-            topic: shared_events::topics::ORDERS,
+        let record = shop_runtime::kafka::OutgoingRecord {
+            topic: shop_runtime::topics::ORDERS,
             key: key.as_bytes(),
             payload,
             headers: &[],

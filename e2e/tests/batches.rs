@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use e2e::{Consumer, Running, Stack, eventually};
-use shared_events::envelope::headers;
-use shared_events::kafka::{EventProducer, OutgoingRecord, dead_letter, dead_letters};
-use shared_events::{Envelope, OrderConfirmed, OrderLine, OrderPlaced, topics};
+use shop_runtime::envelope::headers;
+use shop_runtime::kafka::{EventProducer, OutgoingRecord, dead_letter, dead_letters};
+use shop_runtime::{Envelope, OrderConfirmed, OrderLine, OrderPlaced, topics};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 const ORDERS: usize = 600;
@@ -102,7 +102,7 @@ async fn rows(stack: &Stack, database: &str, sql: &str) -> i64 {
 async fn a_backlog_with_redeliveries_and_poison_is_applied_once_in_batches_and_the_poison_parked_alone()
  {
     let stack = Stack::start().await;
-    shared_events::kafka::ensure_topics(&stack.kafka(), &shared_events::topics::EVERY)
+    shop_runtime::kafka::ensure_topics(&stack.kafka(), &shop_runtime::topics::EVERY)
         .await
         .unwrap();
     let producer = EventProducer::connect(&stack.kafka(), Duration::from_secs(30))

@@ -3,7 +3,7 @@
 //! consumers can be scaled, and every service is traced (Jaeger), scraped (Prometheus) and
 //! charted (Grafana). The cluster enforces least privilege: every listener asks for a
 //! password, each service logs in as its own user, kafka-init grants exactly what
-//! `shared_events::access` declares, and the passwords come from `.env`, never from the
+//! `shop_runtime::access` declares, and the passwords come from `.env`, never from the
 //! compose file. Runs without Docker: it reads the files (docker-compose.yml, `.env`, the
 //! scripts under docker/kafka/), resolving YAML anchors and merge keys itself.
 
@@ -697,10 +697,10 @@ fn kafka_init_creates_every_topic_its_dead_letter_topic_and_presence_with_six_pa
     let doc = compose();
     let init = service(&doc, "kafka-init");
     let words = words_of_what_runs("kafka-init", init);
-    let expected = shared_events::topics::ALL
+    let expected = shop_runtime::topics::ALL
         .iter()
-        .flat_map(|t| [(*t).to_owned(), shared_events::topics::dead_letter_topic(t)])
-        .chain([shared_events::topics::PRESENCE.to_owned()]);
+        .flat_map(|t| [(*t).to_owned(), shop_runtime::topics::dead_letter_topic(t)])
+        .chain([shop_runtime::topics::PRESENCE.to_owned()]);
     for topic in expected {
         assert!(
             words.contains(&topic),
@@ -1228,10 +1228,10 @@ fn script_commands(path: &str) -> Vec<Vec<String>> {
 /// spells them: `User:order-service`, `topic`, `orders`, `Read`).
 type Grant = (String, &'static str, String, String);
 
-/// What `shared_events::access` declares, as the ACLs that express it.
+/// What `shop_runtime::access` declares, as the ACLs that express it.
 fn declared_grants() -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
-    for principal in shared_events::access::PRINCIPALS {
+    for principal in shop_runtime::access::PRINCIPALS {
         let user = format!("User:{}", principal.user);
         for (topics, operation) in [(principal.reads, "Read"), (principal.writes, "Write")] {
             for topic in topics {
@@ -1365,12 +1365,12 @@ fn kafka_init_grants_exactly_the_acls_the_code_declares_no_more_and_no_less() {
     let extra: BTreeSet<Grant> = granted.difference(&declared).cloned().collect();
     assert!(
         missing.is_empty(),
-        "docker/kafka/init.sh grants less than shared_events::access declares; missing:{}",
+        "docker/kafka/init.sh grants less than shop_runtime::access declares; missing:{}",
         describe(&missing)
     );
     assert!(
         extra.is_empty(),
-        "docker/kafka/init.sh grants more than shared_events::access declares; extra:{}",
+        "docker/kafka/init.sh grants more than shop_runtime::access declares; extra:{}",
         describe(&extra)
     );
 
@@ -1412,12 +1412,12 @@ fn only_admin_and_the_brokers_themselves_are_super_users_and_nothing_else_is_all
             .map(|s| s.trim().to_owned())
             .collect();
         let expected: BTreeSet<String> = [
-            format!("User:{}", shared_events::access::ADMIN),
+            format!("User:{}", shop_runtime::access::ADMIN),
             "User:broker".to_owned(),
         ]
         .into();
         assert_eq!(supers, expected, "{broker}: super users");
-        for principal in shared_events::access::PRINCIPALS {
+        for principal in shop_runtime::access::PRINCIPALS {
             assert_ne!(
                 principal.user, "broker",
                 "the brokers' own user is nobody else's"
@@ -1531,7 +1531,7 @@ fn every_listener_asks_for_a_password_and_clients_log_in_with_scram_only() {
         script.contains("--add-scram")
             && script.contains(&format!(
                 "SCRAM-SHA-512=[name={},password=${{ADMIN_KAFKA_PASSWORD}}]",
-                shared_events::access::ADMIN
+                shop_runtime::access::ADMIN
             )),
         "the brokers are formatted with the admin's SCRAM credential"
     );
@@ -1543,8 +1543,8 @@ fn every_service_logs_in_to_kafka_as_its_own_user_with_its_own_password() {
     let mut users = BTreeSet::new();
     for (name, user) in kafka_clients() {
         let svc = service(&doc, name);
-        let principal = shared_events::access::Principal::of_service(user)
-            .unwrap_or_else(|| panic!("{name}: {user} is no principal of shared_events::access"));
+        let principal = shop_runtime::access::Principal::of_service(user)
+            .unwrap_or_else(|| panic!("{name}: {user} is no principal of shop_runtime::access"));
         assert_eq!(
             env_var(name, svc, "KAFKA_SASL_USERNAME"),
             principal.user,
@@ -1590,7 +1590,7 @@ fn every_service_logs_in_to_kafka_as_its_own_user_with_its_own_password() {
         .filter(|c| c.first().map(String::as_str) == Some("scram") && c.len() == 3)
         .map(|c| (c[1].clone(), c[2].clone()))
         .collect();
-    let declared: BTreeMap<String, String> = shared_events::access::PRINCIPALS
+    let declared: BTreeMap<String, String> = shop_runtime::access::PRINCIPALS
         .iter()
         .map(|p| (p.user.to_owned(), password_variable(p.user)))
         .collect();
@@ -1625,7 +1625,7 @@ fn every_service_logs_in_to_kafka_as_its_own_user_with_its_own_password() {
         .cloned()
         .unwrap_or_default();
     assert!(
-        jaas.contains(&format!("username=\"{}\"", shared_events::access::ADMIN))
+        jaas.contains(&format!("username=\"{}\"", shop_runtime::access::ADMIN))
             && jaas.contains("password=\"${ADMIN_KAFKA_PASSWORD"),
         "kafka-ui: {jaas}"
     );
@@ -1659,10 +1659,10 @@ fn no_secret_is_written_in_docker_compose_yml_every_one_comes_from_dot_env() {
             );
         }
     }
-    for user in shared_events::access::PRINCIPALS
+    for user in shop_runtime::access::PRINCIPALS
         .iter()
         .map(|p| p.user)
-        .chain([shared_events::access::ADMIN, "broker"])
+        .chain([shop_runtime::access::ADMIN, "broker"])
     {
         assert!(
             dot_env.contains_key(&password_variable(user)),

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use e2e::{Consumer, Load, Service, ServiceProcess, Stack, eventually};
 use serde_json::Value;
-use shared_events::kafka::dead_letters;
-use shared_events::{catalog, topics};
+use shop_runtime::kafka::dead_letters;
+use shop_runtime::{catalog, topics};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 

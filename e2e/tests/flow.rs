@@ -482,7 +482,7 @@ async fn a_new_consumer_group_started_later_replays_the_topic_from_the_beginning
     let replay = stack
         .start_consumer_with(Consumer::Analytics, "analytics-replay", |settings| {
             settings.kafka.group_id = "analytics-replay".to_owned();
-            settings.database_url = shared_events::secret::Secret::new(replay_database);
+            settings.database_url = shop_runtime::secret::Secret::new(replay_database);
         })
         .await;
 

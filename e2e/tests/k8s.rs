@@ -1,6 +1,6 @@
 //! The Kubernetes manifests (k8s/) grant and create what the code declares, no more and no
 //! less: each overlay is rendered with `kubectl kustomize` and its Strimzi `KafkaUser`s are
-//! compared with `shared_events::access`, its `KafkaTopic`s with `shared_events::topics` (and
+//! compared with `shop_runtime::access`, its `KafkaTopic`s with `shop_runtime::topics` (and
 //! with what compose's kafka-init creates), its Deployments with each service's identity.
 //!
 //! Read this before trusting a green local run: **Tansu, the broker the other end-to-end
@@ -19,9 +19,9 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde_yaml::Value;
-use shared_events::access::{self, Principal};
-use shared_events::config::ServiceIdentity;
-use shared_events::topics;
+use shop_runtime::access::{self, Principal};
+use shop_runtime::config::ServiceIdentity;
+use shop_runtime::topics;
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -239,7 +239,7 @@ fn port_of(addr: &str) -> u16 {
 }
 
 #[test]
-fn the_kafka_users_grant_each_principal_exactly_what_shared_events_access_declares() {
+fn the_kafka_users_grant_each_principal_exactly_what_shop_runtime_access_declares() {
     for overlay in overlays() {
         let users = overlay.of_kind("KafkaUser");
         let names: BTreeSet<String> = users
@@ -286,7 +286,7 @@ fn the_kafka_users_grant_each_principal_exactly_what_shared_events_access_declar
             let less: Vec<_> = declared.difference(&granted).collect();
             assert!(
                 more.is_empty() && less.is_empty(),
-                "{}: KafkaUser {} grants more than shared_events::access declares: {more:?}; \
+                "{}: KafkaUser {} grants more than shop_runtime::access declares: {more:?}; \
                  and less: {less:?}",
                 overlay.name,
                 principal.user
@@ -346,7 +346,7 @@ fn every_topic_the_code_uses_is_a_kafka_topic_with_its_partitions_and_replicas()
         let expected: BTreeSet<String> = topics::EVERY.iter().map(|t| (*t).to_owned()).collect();
         assert_eq!(
             names, expected,
-            "{}: the KafkaTopics are shared_events::topics::EVERY",
+            "{}: the KafkaTopics are shop_runtime::topics::EVERY",
             overlay.name
         );
         for topic in kafka_topics {
@@ -489,7 +489,7 @@ fn each_service_connects_as_its_own_kafka_user_and_database_role_on_its_own_port
             };
             let principal = Principal::of_service(&name).unwrap_or_else(|| {
                 panic!(
-                    "{}: {name} is no principal of shared_events::access",
+                    "{}: {name} is no principal of shop_runtime::access",
                     overlay.name
                 )
             });

@@ -8,10 +8,10 @@ use std::time::Duration;
 use e2e::stack::spawn_consumer;
 use e2e::{Consumer, Service, Stack, eventually};
 use serde_json::{Value, json};
-use shared_events::Envelope;
-use shared_events::Event;
-use shared_events::app::ConsumerApp;
-use shared_events::kafka::{Applied, Handler, HandlerError, RetryPolicy};
+use shop_runtime::Envelope;
+use shop_runtime::Event;
+use shop_runtime::app::ConsumerApp;
+use shop_runtime::kafka::{Applied, Handler, HandlerError, RetryPolicy};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Semaphore;
 
@@ -141,7 +141,7 @@ struct Hangs {
 }
 
 impl Handler for Hangs {
-    const PRINCIPAL: shared_events::access::Principal = shared_events::access::INVENTORY_SERVICE;
+    const PRINCIPAL: shop_runtime::access::Principal = shop_runtime::access::INVENTORY_SERVICE;
 
     async fn apply(
         &self,
@@ -160,7 +160,7 @@ async fn healthz_fails_while_the_consume_loop_is_stuck_and_passes_once_it_moves_
     settings.kafka.group_id = "stuck".to_owned();
     settings.message_timeout = Duration::from_secs(1);
     settings.stuck_after = Duration::from_secs(2);
-    let pool = shared_events::db::connect(&settings, &inventory_service::db::MIGRATOR)
+    let pool = shop_runtime::db::connect(&settings, &inventory_service::db::MIGRATOR)
         .await
         .unwrap();
     let release = Arc::new(Semaphore::new(0));
@@ -182,7 +182,7 @@ async fn healthz_fails_while_the_consume_loop_is_stuck_and_passes_once_it_moves_
     let key = uuid::Uuid::new_v4();
     for _ in 0..3 {
         let event = Envelope::new(
-            shared_events::StockReserved { order_id: key },
+            shop_runtime::StockReserved { order_id: key },
             chrono::Utc::now(),
         );
         stack.produce_raw(&key.to_string(), &event.to_json()).await;
@@ -198,7 +198,7 @@ async fn healthz_fails_while_the_consume_loop_is_stuck_and_passes_once_it_moves_
     stack.finish().await;
 }
 
-fn inventory_identity() -> shared_events::config::ServiceIdentity {
+fn inventory_identity() -> shop_runtime::config::ServiceIdentity {
     inventory_service::IDENTITY
 }
 

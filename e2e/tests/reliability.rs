@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use e2e::{Consumer, Load, Running, Service, Stack, eventually};
 use serde_json::{Value, json};
-use shared_events::kafka::dead_letter;
-use shared_events::kafka::dead_letters::{self, DeadLetter};
-use shared_events::topics;
+use shop_runtime::kafka::dead_letter;
+use shop_runtime::kafka::dead_letters::{self, DeadLetter};
+use shop_runtime::topics;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -47,7 +47,7 @@ async fn poison_messages_are_parked_with_their_reasons_and_orders_after_them_are
     }
 
     let golden: Value = serde_json::from_str(include_str!(
-        "../../shared-events/tests/golden/order_placed.v1.json"
+        "../../contract/tests/golden/order_placed.v1.json"
     ))
     .unwrap();
     let mut future_version = golden.clone();
@@ -173,7 +173,7 @@ async fn an_event_a_service_keeps_failing_on_is_parked_and_replayed_once_the_fau
     broken_email.stop().await;
     let email = stack.start_consumer(Consumer::Email, "1").await;
     let producer =
-        shared_events::kafka::EventProducer::connect(&stack.kafka(), Duration::from_secs(10))
+        shop_runtime::kafka::EventProducer::connect(&stack.kafka(), Duration::from_secs(10))
             .await
             .unwrap();
     dead_letters::replay(&producer, &letters[0]).await.unwrap();

@@ -155,7 +155,7 @@ async fn a_secured_local_run_confirms_an_order_with_kafka_over_tls_and_a_scram_u
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("TLS and SASL/SCRAM"), "{text}");
     // Every principal got its own password file, and the broker its certificate.
-    for user in shared_events::access::PRINCIPALS.iter().map(|p| p.user) {
+    for user in shop_runtime::access::PRINCIPALS.iter().map(|p| p.user) {
         let file = data.join("secure").join(format!("{user}.password"));
         assert!(file.exists(), "no password for {user}");
     }
@@ -203,7 +203,7 @@ fn the_secured_local_run_creates_exactly_the_shops_topics() {
         .find_map(|line| line.strip_prefix("secure_topics=("))
         .expect("secure.sh lists its topics");
     let mut listed: Vec<&str> = line.trim_end_matches(')').split_whitespace().collect();
-    let mut expected = shared_events::topics::EVERY.to_vec();
+    let mut expected = shop_runtime::topics::EVERY.to_vec();
     listed.sort_unstable();
     expected.sort_unstable();
     assert_eq!(listed, expected);

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use e2e::secure::{Pki, postgres_tls_url};
 use e2e::{Consumer, Service, Stack, eventually};
 use serde_json::{Value, json};
-use shared_events::access::{self, Principal};
-use shared_events::config::KafkaSettings;
+use shop_runtime::access::{self, Principal};
+use shop_runtime::config::KafkaSettings;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 /// How soon a configuration that can never work must end start-up: well under the 30 s a
@@ -142,7 +142,10 @@ async fn the_whole_saga_runs_over_sasl_ssl_with_a_scram_user_per_service_and_pos
         &dlt_env(&stack),
     );
     assert!(ok, "shop-dlt list failed:\n{listed}");
-    assert!(listed.matches("replayed -> orders:").count() >= 2, "{listed}");
+    assert!(
+        listed.matches("replayed -> orders:").count() >= 2,
+        "{listed}"
+    );
     let (ok, again) = run_binary(
         "shop-dlt",
         &["replay", "--all", "--service", "email-service"],
@@ -209,7 +212,7 @@ async fn the_whole_saga_runs_over_sasl_ssl_with_a_scram_user_per_service_and_pos
 
 /// Builds the Inventory Service with `settings` and returns its start-up error and how long
 /// it took to fail.
-async fn failed_start(settings: shared_events::config::ServiceSettings) -> (String, Duration) {
+async fn failed_start(settings: shop_runtime::config::ServiceSettings) -> (String, Duration) {
     let started = Instant::now();
     let result = inventory_service::build(inventory_service::Settings::for_test(settings)).await;
     let error = match result {
@@ -257,7 +260,7 @@ async fn a_wrong_password_an_untrusted_ca_or_a_host_name_mismatch_ends_start_up_
     );
     args.kafka_ssl_ca_location = Some(stranger.ca.clone());
     settings.kafka.security =
-        shared_events::kafka::security::KafkaSecurity::from_args(&args).unwrap();
+        shop_runtime::kafka::security::KafkaSecurity::from_args(&args).unwrap();
     let failure = failed_start(settings).await;
     assert_fails_fast("untrusted CA", &failure, "TLS with the Kafka broker failed");
 
@@ -278,11 +281,11 @@ async fn a_wrong_password_an_untrusted_ca_or_a_host_name_mismatch_ends_start_up_
     let database = stack.database.url(&format!("{}inventory", stack.prefix));
     let mut settings = base();
     settings.database_url =
-        shared_events::secret::Secret::new(postgres_tls_url(&database, "localhost", &stranger.ca));
+        shop_runtime::secret::Secret::new(postgres_tls_url(&database, "localhost", &stranger.ca));
     let failure = failed_start(settings).await;
     assert_fails_fast("PostgreSQL CA", &failure, "cannot reach PostgreSQL");
     let mut settings = base();
-    settings.database_url = shared_events::secret::Secret::new(postgres_tls_url(
+    settings.database_url = shop_runtime::secret::Secret::new(postgres_tls_url(
         &database,
         "127.0.0.1",
         &secure.postgres_root,
@@ -322,26 +325,26 @@ async fn a_client_without_credentials_is_refused_by_the_broker() {
         ..stack.kafka()
     };
     // TLS with the right CA, but no SASL.
-    let tls_only = shared_events::kafka::security::KafkaSecurityArgs {
-        kafka_security_protocol: shared_events::kafka::security::SecurityProtocol::Ssl,
+    let tls_only = shop_runtime::kafka::security::KafkaSecurityArgs {
+        kafka_security_protocol: shop_runtime::kafka::security::SecurityProtocol::Ssl,
         kafka_ssl_ca_location: Some(secure.pki.ca.clone()),
         ..Default::default()
     };
-    let tls_only = shared_events::kafka::security::KafkaSecurity::from_args(&tls_only).unwrap();
+    let tls_only = shop_runtime::kafka::security::KafkaSecurity::from_args(&tls_only).unwrap();
     for (what, security) in [
         ("TLS without credentials", tls_only),
         (
             "plaintext",
-            shared_events::kafka::security::KafkaSecurity::plaintext(),
+            shop_runtime::kafka::security::KafkaSecurity::plaintext(),
         ),
     ] {
         let refused =
-            shared_events::kafka::EventProducer::connect(&quick(security), Duration::from_secs(5))
+            shop_runtime::kafka::EventProducer::connect(&quick(security), Duration::from_secs(5))
                 .await;
         assert!(refused.is_err(), "a {what} client was let in");
     }
     // With credentials, the same client gets in.
-    shared_events::kafka::check_connection(&quick(secure.credentials.security(&access::DASHBOARD)))
+    shop_runtime::kafka::check_connection(&quick(secure.credentials.security(&access::DASHBOARD)))
         .await
         .expect("a client with credentials is admitted");
     stack.finish().await;

@@ -12,7 +12,7 @@ use e2e::{Consumer, Service, Stack, eventually};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset};
 use serde_json::{Value, json};
-use shared_events::{kafka, topics};
+use shop_runtime::{kafka, topics};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 

@@ -3,7 +3,7 @@
 # on first use under the data directory and reused afterwards; nothing is committed.
 # shellcheck shell=bash
 
-# The shop's topics, as the admin creates them (shared_events::topics::EVERY; checked by
+# The shop's topics, as the admin creates them (shop_contract::topics::EVERY; checked by
 # e2e/tests/run_local.rs).
 secure_topics=(orders inventory payments orders.dlt inventory.dlt payments.dlt presence)
 

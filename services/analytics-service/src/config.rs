@@ -1,4 +1,4 @@
-use shared_events::config::ServiceIdentity;
+use shop_runtime::config::ServiceIdentity;
 
 /// Everything else comes from the common settings (`analytics-service --help`).
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use shared_events::kafka::{Applied, Handler, HandlerError};
-use shared_events::{Envelope, Event, OrderLine};
+use shop_runtime::kafka::{Applied, Handler, HandlerError};
+use shop_runtime::{Envelope, Event, OrderLine};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -85,7 +85,7 @@ impl<'a> Count<'a> {
 }
 
 impl Handler for CountOrders {
-    const PRINCIPAL: shared_events::access::Principal = shared_events::access::ANALYTICS_SERVICE;
+    const PRINCIPAL: shop_runtime::access::Principal = shop_runtime::access::ANALYTICS_SERVICE;
 
     async fn apply(
         &self,

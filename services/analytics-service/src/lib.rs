@@ -13,14 +13,14 @@ pub mod routes;
 pub use config::IDENTITY;
 pub use handler::CountOrders;
 
-use shared_events::app::ConsumerApp;
-use shared_events::config::ServiceSettings;
-use shared_events::kafka::RetryPolicy;
+use shop_runtime::app::ConsumerApp;
+use shop_runtime::config::ServiceSettings;
+use shop_runtime::kafka::RetryPolicy;
 
 pub type Application = ConsumerApp<CountOrders>;
 
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
-    let pool = shared_events::db::connect(&settings, &db::MIGRATOR).await?;
+    let pool = shop_runtime::db::connect(&settings, &db::MIGRATOR).await?;
     let routes = routes::router(pool.clone());
     ConsumerApp::build(
         &settings,

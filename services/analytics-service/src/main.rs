@@ -1,5 +1,5 @@
-use shared_events::config::ServiceSettings;
-use shared_events::telemetry;
+use shop_runtime::config::ServiceSettings;
+use shop_runtime::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,8 +1,8 @@
 use axum::extract::State;
 use axum::{Json, Router};
 use serde::Deserialize;
-use shared_events::http::{ApiResult, Problem, Query};
-use shared_events::openapi::{self, PROBLEM_JSON};
+use shop_runtime::http::{ApiResult, Problem, Query};
+use shop_runtime::openapi::{self, PROBLEM_JSON};
 use sqlx::PgPool;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;

@@ -4,9 +4,9 @@
 use analytics_service::CountOrders;
 use analytics_service::db::{self, MIGRATOR, OrderCounts, Stats};
 use serde_json::{Value, json};
-use shared_events::kafka::HandlerError;
-use shared_events::testing;
-use shared_events::{Envelope, Event};
+use shop_runtime::kafka::HandlerError;
+use shop_runtime::testing;
+use shop_runtime::{Envelope, Event};
 use sqlx::PgPool;
 use uuid::Uuid;
 

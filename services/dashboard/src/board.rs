@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared_events::presence::{Heartbeat, Status};
-use shared_events::{Envelope, Event, catalog};
+use shop_runtime::presence::{Heartbeat, Status};
+use shop_runtime::{Envelope, Event, catalog};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -374,7 +374,7 @@ impl OrderView {
 
 /// The topic an event type is published on.
 fn topic_of(event_type: &str) -> Option<&'static str> {
-    use shared_events::topics::{INVENTORY, ORDERS, PAYMENTS};
+    use shop_runtime::topics::{INVENTORY, ORDERS, PAYMENTS};
     match event_type {
         "order_placed" | "order_confirmed" | "order_cancelled" => Some(ORDERS),
         "stock_reserved" | "stock_rejected" | "stock_released" => Some(INVENTORY),
@@ -387,7 +387,7 @@ fn topic_of(event_type: &str) -> Option<&'static str> {
 
 /// The service that owns (publishes to) a topic.
 fn publisher_of(topic: &str) -> &'static str {
-    use shared_events::topics::{INVENTORY, PAYMENTS};
+    use shop_runtime::topics::{INVENTORY, PAYMENTS};
     match topic {
         INVENTORY => "inventory-service",
         PAYMENTS => "payment-service",
@@ -397,9 +397,9 @@ fn publisher_of(topic: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use shared_events::kafka::AssignedPartition;
-    use shared_events::presence::Handled;
-    use shared_events::{OrderConfirmed, OrderLine, OrderPlaced};
+    use shop_runtime::kafka::AssignedPartition;
+    use shop_runtime::presence::Handled;
+    use shop_runtime::{OrderConfirmed, OrderLine, OrderPlaced};
 
     use super::*;
 

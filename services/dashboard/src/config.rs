@@ -1,10 +1,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use shared_events::config::KafkaSettings;
-use shared_events::http::{ServerLimits, ServerLimitsArgs};
-use shared_events::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
-use shared_events::telemetry::LogFormat;
+use shop_runtime::config::KafkaSettings;
+use shop_runtime::http::{ServerLimits, ServerLimitsArgs};
+use shop_runtime::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
+use shop_runtime::telemetry::LogFormat;
 
 /// The dashboard's environment. It has no database: everything it shows comes from Kafka,
 /// and the orders it places go through the Order Service's API like anyone else's.

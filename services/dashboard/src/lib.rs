@@ -19,10 +19,10 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use shared_events::app::stop_on_exit;
-use shared_events::metrics::HttpMetrics;
-use shared_events::presence::Heartbeat;
-use shared_events::{Envelope, http, kafka, topics};
+use shop_runtime::app::stop_on_exit;
+use shop_runtime::metrics::HttpMetrics;
+use shop_runtime::presence::Heartbeat;
+use shop_runtime::{Envelope, http, kafka, topics};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -90,7 +90,7 @@ pub struct Dashboard {
 impl Dashboard {
     /// Creates the topics if needed, starts reading them from their end and binds the port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let watched = shared_events::access::DASHBOARD.reads;
+        let watched = shop_runtime::access::DASHBOARD.reads;
         kafka::ensure_topics(&settings.kafka, watched).await?;
         let consumer = kafka::tail(&settings.kafka, watched, rdkafka::Offset::End).await?;
         let partitions = partition_counts(&consumer, &topics::ALL).await?;

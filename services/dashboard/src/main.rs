@@ -1,5 +1,5 @@
 use clap::{CommandFactory, Parser};
-use shared_events::telemetry;
+use shop_runtime::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

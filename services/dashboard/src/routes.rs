@@ -13,8 +13,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::Stream;
 use rdkafka::consumer::Consumer;
-use shared_events::http::{self, Problem};
-use shared_events::openapi::{self, OPS_TAG, PROBLEM_JSON};
+use shop_runtime::http::{self, Problem};
+use shop_runtime::openapi::{self, OPS_TAG, PROBLEM_JSON};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -301,10 +301,7 @@ async fn healthz() -> &'static str {
 async fn readyz(Extract(state): Extract<State>) -> Result<&'static str, Problem> {
     let client = state.kafka.clone();
     let reachable = tokio::task::spawn_blocking(move || {
-        client.fetch_metadata(
-            Some(shared_events::topics::PRESENCE),
-            Duration::from_secs(2),
-        )
+        client.fetch_metadata(Some(shop_runtime::topics::PRESENCE), Duration::from_secs(2))
     })
     .await;
     match reachable {
@@ -336,7 +333,7 @@ async fn metrics(Extract(state): Extract<State>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        shared_events::metrics::encode(&state.registry),
+        shop_runtime::metrics::encode(&state.registry),
     )
         .into_response()
 }

@@ -16,7 +16,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde_json::{Value, json};
-use shared_events::openapi::{PROBLEM_JSON, testing};
+use shop_runtime::openapi::{PROBLEM_JSON, testing};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -38,7 +38,7 @@ async fn app(order_service_url: &str) -> App {
         order_service_url,
         "dashboard-openapi-test",
     );
-    let consumer = shared_events::kafka::tail(&settings.kafka, &[], rdkafka::Offset::End)
+    let consumer = shop_runtime::kafka::tail(&settings.kafka, &[], rdkafka::Offset::End)
         .await
         .expect("a consumer connects to the mock cluster");
     App {

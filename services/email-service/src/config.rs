@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
-use shared_events::config::{CommonArgs, ServiceIdentity, ServiceSettings};
-use shared_events::secret::{self, Secret};
+use shop_runtime::config::{CommonArgs, ServiceIdentity, ServiceSettings};
+use shop_runtime::secret::{self, Secret};
 
 use crate::mailer::SmtpSettings;
 

@@ -12,9 +12,9 @@ use anyhow::Context;
 use lettre::Message;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
-use shared_events::catalog::money;
-use shared_events::kafka::{Applied, Handler, HandlerError};
-use shared_events::{Envelope, Event, OrderLine, email};
+use shop_runtime::catalog::money;
+use shop_runtime::kafka::{Applied, Handler, HandlerError};
+use shop_runtime::{Envelope, Event, OrderLine, email};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -104,7 +104,7 @@ struct Mail {
 }
 
 impl Handler for NotifyCustomer {
-    const PRINCIPAL: shared_events::access::Principal = shared_events::access::EMAIL_SERVICE;
+    const PRINCIPAL: shop_runtime::access::Principal = shop_runtime::access::EMAIL_SERVICE;
 
     async fn apply(
         &self,

@@ -17,8 +17,8 @@ pub use config::{Config, IDENTITY, Settings};
 pub use handler::NotifyCustomer;
 
 use anyhow::Context;
-use shared_events::app::ConsumerApp;
-use shared_events::kafka::RetryPolicy;
+use shop_runtime::app::ConsumerApp;
+use shop_runtime::kafka::RetryPolicy;
 
 pub type Application = ConsumerApp<NotifyCustomer>;
 
@@ -30,7 +30,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         .mail_from
         .parse()
         .with_context(|| format!("MAIL_FROM={} is not a mailbox", settings.mail_from))?;
-    let pool = shared_events::db::connect(service, &db::MIGRATOR).await?;
+    let pool = shop_runtime::db::connect(service, &db::MIGRATOR).await?;
     let routes = routes::router(pool.clone());
     let handler = NotifyCustomer { mailer, from };
     ConsumerApp::build(service, pool, handler, routes, RetryPolicy::default()).await

@@ -5,7 +5,7 @@ use anyhow::Context;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use shared_events::secret::{Secret, redact_url};
+use shop_runtime::secret::{Secret, redact_url};
 use uuid::Uuid;
 
 /// Where mails go.

@@ -1,8 +1,8 @@
 use axum::extract::{Path, State};
 use axum::{Json, Router};
 use serde::Deserialize;
-use shared_events::http::{ApiResult, Problem, Query, parse_id};
-use shared_events::openapi::{self, PROBLEM_JSON};
+use shop_runtime::http::{ApiResult, Problem, Query, parse_id};
+use shop_runtime::openapi::{self, PROBLEM_JSON};
 use sqlx::PgPool;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use email_service::mailer::{Mailer, SmtpSettings};
 use lettre::Message;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use shared_events::secret::Secret;
+use shop_runtime::secret::Secret;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared_events::catalog;
+use shop_runtime::catalog;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 

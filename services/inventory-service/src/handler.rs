@@ -12,9 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::Utc;
-use shared_events::kafka::{self, Applied, Handler, HandlerError, OrderBatch};
-use shared_events::outbox::{self, OutboxMessage};
-use shared_events::{
+use shop_runtime::kafka::{self, Applied, Handler, HandlerError, OrderBatch};
+use shop_runtime::outbox::{self, OutboxMessage};
+use shop_runtime::{
     Envelope, Event, OrderCancelled, OrderPlaced, StockRejected, StockReleased, StockReserved,
 };
 use sqlx::PgConnection;
@@ -28,7 +28,7 @@ pub const CANCELLED_BEFORE_PLACED: &str = "cancelled before inventory saw the or
 pub struct ReserveStock;
 
 impl Handler for ReserveStock {
-    const PRINCIPAL: shared_events::access::Principal = shared_events::access::INVENTORY_SERVICE;
+    const PRINCIPAL: shop_runtime::access::Principal = shop_runtime::access::INVENTORY_SERVICE;
 
     async fn apply(
         &self,

@@ -17,13 +17,13 @@ pub mod routes;
 pub use config::{Config, IDENTITY, Settings};
 pub use handler::ReserveStock;
 
-use shared_events::app::ConsumerApp;
-use shared_events::kafka::RetryPolicy;
+use shop_runtime::app::ConsumerApp;
+use shop_runtime::kafka::RetryPolicy;
 
 pub type Application = ConsumerApp<ReserveStock>;
 
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-    let pool = shared_events::db::connect(&settings.service, &db::MIGRATOR).await?;
+    let pool = shop_runtime::db::connect(&settings.service, &db::MIGRATOR).await?;
     db::seed_stock(&pool, settings.initial_stock).await?;
     let routes = routes::router(pool.clone());
     ConsumerApp::build(

@@ -1,7 +1,7 @@
 use clap::Parser;
 use inventory_service::Config;
-use shared_events::config::or_exit;
-use shared_events::telemetry;
+use shop_runtime::config::or_exit;
+use shop_runtime::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -5,9 +5,9 @@ use inventory_service::ReserveStock;
 use inventory_service::db::{self, MIGRATOR};
 use inventory_service::handler::CANCELLED_BEFORE_PLACED;
 use serde_json::{Value, json};
-use shared_events::kafka::HandlerError;
-use shared_events::testing;
-use shared_events::{Envelope, Event};
+use shop_runtime::kafka::HandlerError;
+use shop_runtime::testing;
+use shop_runtime::{Envelope, Event};
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -3,7 +3,7 @@
 
 use inventory_service::db::{self, MIGRATOR};
 use inventory_service::routes;
-use shared_events::openapi::testing;
+use shop_runtime::openapi::testing;
 use sqlx::PgPool;
 
 #[sqlx::test(migrator = "MIGRATOR")]

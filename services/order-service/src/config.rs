@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use shared_events::config::{CommonArgs, ServiceIdentity, ServiceSettings};
+use shop_runtime::config::{CommonArgs, ServiceIdentity, ServiceSettings};
 
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "order-service",

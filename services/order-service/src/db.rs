@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared_events::catalog;
-use shared_events::outbox::OutboxMessage;
+use shop_runtime::catalog;
+use shop_runtime::outbox::OutboxMessage;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -18,7 +18,7 @@ pub struct Product {
 }
 
 /// A priced line of an order, stored and published alike.
-pub type OrderItem = shared_events::OrderLine;
+pub type OrderItem = shop_runtime::OrderLine;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Order {

@@ -3,7 +3,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
-use shared_events::http::{self, Problem};
+use shop_runtime::http::{self, Problem};
 
 /// Everything a request can fail with. Client errors become problem+json naming the
 /// problem; internal causes are logged here, once, and never leak into the body.

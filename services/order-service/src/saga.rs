@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use shared_events::catalog::money;
-use shared_events::kafka::{Applied, Handler, HandlerError};
-use shared_events::outbox::{self, OutboxMessage};
-use shared_events::{Envelope, Event, OrderCancelled, OrderConfirmed};
+use shop_runtime::catalog::money;
+use shop_runtime::kafka::{Applied, Handler, HandlerError};
+use shop_runtime::outbox::{self, OutboxMessage};
+use shop_runtime::{Envelope, Event, OrderCancelled, OrderConfirmed};
 use sqlx::{FromRow, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +71,7 @@ struct Step {
 }
 
 impl Handler for DecideOrders {
-    const PRINCIPAL: shared_events::access::Principal = shared_events::access::ORDER_SERVICE;
+    const PRINCIPAL: shop_runtime::access::Principal = shop_runtime::access::ORDER_SERVICE;
 
     async fn apply(
         &self,

@@ -3,14 +3,14 @@ use std::sync::Arc;
 use axum::Router;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use shared_events::app::stop_on_exit;
-use shared_events::health::Liveness;
-use shared_events::http::{self, ConsumerInfo, OpsState};
-use shared_events::kafka::{EventConsumer, RetryPolicy};
-use shared_events::metrics::{ConsumerMetrics, HttpMetrics};
-use shared_events::outbox::{OutboxRelay, RelayMetrics};
-use shared_events::presence::Presence;
-use shared_events::{db as shared_db, kafka};
+use shop_runtime::app::stop_on_exit;
+use shop_runtime::health::Liveness;
+use shop_runtime::http::{self, ConsumerInfo, OpsState};
+use shop_runtime::kafka::{EventConsumer, RetryPolicy};
+use shop_runtime::metrics::{ConsumerMetrics, HttpMetrics};
+use shop_runtime::outbox::{OutboxRelay, RelayMetrics};
+use shop_runtime::presence::Presence;
+use shop_runtime::{db as shared_db, kafka};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,7 @@ impl Application {
         db::seed_catalog(&pool).await?;
         kafka::ensure_topics(
             &service.kafka,
-            &shared_events::access::ORDER_SERVICE.topics(),
+            &shop_runtime::access::ORDER_SERVICE.topics(),
         )
         .await?;
         let producer =

@@ -10,7 +10,7 @@ use order_service::db::MIGRATOR;
 use order_service::routes::{self, AppState, MAX_BODY_BYTES};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
-use shared_events::http::with_problem_fallbacks;
+use shop_runtime::http::with_problem_fallbacks;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tower::ServiceExt;
@@ -315,7 +315,7 @@ async fn the_catalog_lists_every_product_with_its_price(pool: PgPool) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body.as_array().unwrap().len(),
-        shared_events::catalog::PRODUCTS.len()
+        shop_runtime::catalog::PRODUCTS.len()
     );
     assert!(
         body.as_array()

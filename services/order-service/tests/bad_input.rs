@@ -11,7 +11,7 @@ use order_service::db::MIGRATOR;
 use order_service::routes::{self, AppState, MAX_BODY_BYTES};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
-use shared_events::http::with_problem_fallbacks;
+use shop_runtime::http::with_problem_fallbacks;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tower::ServiceExt;

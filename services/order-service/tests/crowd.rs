@@ -7,7 +7,7 @@ use order_service::db::MIGRATOR;
 use order_service::routes::{self, AppState};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
-use shared_events::http::{InFlightLimits, limit_in_flight, with_problem_fallbacks};
+use shop_runtime::http::{InFlightLimits, limit_in_flight, with_problem_fallbacks};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::Notify;

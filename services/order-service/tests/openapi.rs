@@ -7,7 +7,7 @@ use std::sync::Arc;
 use order_service::db::{self, MIGRATOR};
 use order_service::routes::{self, AppState};
 use prometheus_client::metrics::counter::Counter;
-use shared_events::openapi::testing;
+use shop_runtime::openapi::testing;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use order_service::db::MIGRATOR;
 use order_service::saga::{self, DecideOrders};
 use serde_json::{Value, json};
-use shared_events::kafka::HandlerError;
-use shared_events::testing;
-use shared_events::{Envelope, Event};
+use shop_runtime::kafka::HandlerError;
+use shop_runtime::testing;
+use shop_runtime::{Envelope, Event};
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -1,4 +1,4 @@
-use shared_events::config::{CommonArgs, ServiceIdentity, ServiceSettings};
+use shop_runtime::config::{CommonArgs, ServiceIdentity, ServiceSettings};
 
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "payment-service",

@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::anyhow;
 use chrono::Utc;
-use shared_events::catalog::money;
-use shared_events::kafka::{Applied, Decision, Handler, HandlerError, OrderBatch};
-use shared_events::outbox::{self, OutboxMessage};
-use shared_events::{
+use shop_runtime::catalog::money;
+use shop_runtime::kafka::{Applied, Decision, Handler, HandlerError, OrderBatch};
+use shop_runtime::outbox::{self, OutboxMessage};
+use shop_runtime::{
     Envelope, Event, OrderPlaced, PaymentAuthorized, PaymentCaptured, PaymentDeclined,
     PaymentVoided,
 };
@@ -51,7 +51,7 @@ impl AuthorizePayment {
 }
 
 impl Handler for AuthorizePayment {
-    const PRINCIPAL: shared_events::access::Principal = shared_events::access::PAYMENT_SERVICE;
+    const PRINCIPAL: shop_runtime::access::Principal = shop_runtime::access::PAYMENT_SERVICE;
 
     async fn apply(
         &self,

@@ -23,14 +23,14 @@ pub mod routes;
 pub use config::{Config, DEFAULT_CARD_LIMIT_CENTS, IDENTITY, Settings};
 pub use handler::AuthorizePayment;
 
-use shared_events::app::ConsumerApp;
-use shared_events::kafka::RetryPolicy;
+use shop_runtime::app::ConsumerApp;
+use shop_runtime::kafka::RetryPolicy;
 
 pub type Application = ConsumerApp<AuthorizePayment>;
 
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let service = &settings.service;
-    let pool = shared_events::db::connect(service, &db::MIGRATOR).await?;
+    let pool = shop_runtime::db::connect(service, &db::MIGRATOR).await?;
     let routes = routes::router(pool.clone());
     let handler = AuthorizePayment {
         card_limit_cents: settings.card_limit_cents,

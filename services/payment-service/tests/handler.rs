@@ -6,9 +6,9 @@ use payment_service::db::{self, MIGRATOR, Status};
 use payment_service::handler::CANCELLED_BEFORE_PLACED;
 use payment_service::{AuthorizePayment, DEFAULT_CARD_LIMIT_CENTS};
 use serde_json::{Value, json};
-use shared_events::kafka::HandlerError;
-use shared_events::testing;
-use shared_events::{Envelope, Event};
+use shop_runtime::kafka::HandlerError;
+use shop_runtime::testing;
+use shop_runtime::{Envelope, Event};
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -3,7 +3,7 @@
 
 use payment_service::db::MIGRATOR;
 use payment_service::routes;
-use shared_events::openapi::testing;
+use shop_runtime::openapi::testing;
 use sqlx::PgPool;
 
 #[sqlx::test(migrator = "MIGRATOR")]

@@ -30,12 +30,12 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde::Serialize;
-use shared_events::config::KafkaSettings;
-use shared_events::envelope::headers;
-use shared_events::events::EventData;
-use shared_events::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
-use shared_events::kafka::{EventProducer, OutgoingRecord};
-use shared_events::{
+use shop_runtime::config::KafkaSettings;
+use shop_runtime::envelope::headers;
+use shop_runtime::events::EventData;
+use shop_runtime::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
+use shop_runtime::kafka::{EventProducer, OutgoingRecord};
+use shop_runtime::{
     Envelope, OrderConfirmed, OrderLine, OrderPlaced, PaymentAuthorized, PaymentCaptured,
     StockReserved, catalog,
 };
@@ -79,7 +79,7 @@ struct Cli {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     groups: u32,
     /// Partitions of the topic.
-    #[arg(long, default_value_t = shared_events::topics::PARTITIONS)]
+    #[arg(long, default_value_t = shop_runtime::topics::PARTITIONS)]
     partitions: i32,
     /// Replication factor of the topic (3 on a real cluster, as `orders` has).
     #[arg(long, default_value_t = 1)]
@@ -670,7 +670,7 @@ mod tests {
             .unwrap()
             .data
         {
-            shared_events::Event::OrderPlaced(order) => order.items.len(),
+            shop_runtime::Event::OrderPlaced(order) => order.items.len(),
             other => panic!("not an order_placed: {other:?}"),
         };
         assert_eq!((items(0), items(1)), (1, 2));

@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use shared_events::config::KafkaSettings;
-use shared_events::kafka::dead_letters::{self, DeadLetter};
-use shared_events::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
-use shared_events::kafka::{EventProducer, dead_letter};
-use shared_events::topics;
+use shop_runtime::config::KafkaSettings;
+use shop_runtime::kafka::dead_letters::{self, DeadLetter};
+use shop_runtime::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
+use shop_runtime::kafka::{EventProducer, dead_letter};
+use shop_runtime::topics;
 
 #[derive(Parser)]
 #[command(
@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         startup_timeout: Duration::from_secs(10),
     };
     // A wrong password or certificate is named here, not found later as a read timing out.
-    shared_events::kafka::check_connection(&settings).await?;
+    shop_runtime::kafka::check_connection(&settings).await?;
     let wanted = match &cli.command {
         Command::Replay { messages, .. } => messages
             .iter()

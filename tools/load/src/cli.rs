@@ -220,7 +220,7 @@ mod tests {
         const DECLINED_ABOVE_CENTS: i64 = 100_000;
         let cli = Cli::try_parse_from(["shop-load"]).unwrap();
         let price = |sku: &str| {
-            shared_events::catalog::PRODUCTS
+            shop_contract::catalog::PRODUCTS
                 .iter()
                 .find(|p| p.sku == sku)
                 .map(|p| p.unit_price_cents)
@@ -253,7 +253,7 @@ mod tests {
     fn the_default_skus_are_in_the_catalog_with_plenty_of_stock() {
         let cli = Cli::try_parse_from(["shop-load"]).unwrap();
         for sku in &cli.run.skus {
-            let product = shared_events::catalog::PRODUCTS
+            let product = shop_contract::catalog::PRODUCTS
                 .iter()
                 .find(|p| p.sku == sku)
                 .unwrap_or_else(|| panic!("{sku} is not in the catalog"));

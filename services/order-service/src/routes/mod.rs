@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use prometheus_client::metrics::counter::Counter;
-use shared_events::openapi;
+use shop_runtime::openapi;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use utoipa::OpenApi;

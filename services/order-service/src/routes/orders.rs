@@ -8,10 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use shared_events::http::{Problem, Query};
-use shared_events::openapi::PROBLEM_JSON;
-use shared_events::outbox::OutboxMessage;
-use shared_events::{Envelope, OrderPlaced, catalog};
+use shop_runtime::http::{Problem, Query};
+use shop_runtime::openapi::PROBLEM_JSON;
+use shop_runtime::outbox::OutboxMessage;
+use shop_runtime::{Envelope, OrderPlaced, catalog};
 use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -300,7 +300,7 @@ fn validate(order: &NewOrder) -> Result<(), ApiError> {
     let email_refused = errors.iter().any(|e| e.field == "customer_email");
     if let (false, Err(reason)) = (
         email_refused,
-        shared_events::email::parse_address(&order.customer_email),
+        shop_runtime::email::parse_address(&order.customer_email),
     ) {
         errors.push(FieldError::new(
             "customer_email",

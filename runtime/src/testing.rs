@@ -9,17 +9,14 @@ use uuid::Uuid;
 use crate::envelope::{Envelope, Event};
 use crate::kafka::{Handler, HandlerError};
 
-/// The golden `event_type` event (tests/golden) about `order_id`, with a new event id and
+/// The golden `event_type` event (`shop_contract::GOLDEN_DIR`) about `order_id`, with a new event id and
 /// `occurred_at` now; `tweak` may change the JSON before it is decoded.
 pub fn golden_event(
     event_type: &str,
     order_id: Uuid,
     tweak: impl FnOnce(&mut Value),
 ) -> Envelope<Event> {
-    let path = format!(
-        "{}/tests/golden/{event_type}.v1.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/{event_type}.v1.json", shop_contract::GOLDEN_DIR);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
     let mut value: Value = serde_json::from_str(&text).expect("golden files are JSON");
     value["event_id"] = json!(Uuid::new_v4());
