@@ -111,6 +111,14 @@ terminate() {
 
 stop_all() {
   trap - EXIT
+  # Nothing may end the clean-up before the broker, which no Ctrl-C reaches, is stopped. With
+  # the output piped (`run-local.sh 2>&1 | tee run.log`), Ctrl-C ends tee as well: a message
+  # written to its pipe raises SIGPIPE, which would kill the script, and with SIGPIPE ignored
+  # the failed write would end it through `set -e`. Writes to a closed terminal (SIGHUP) fail
+  # too. So a message nobody can read is dropped, the clean-up goes on, and a hang-up during
+  # it changes nothing.
+  trap '' PIPE HUP
+  set +e
   # A second Ctrl-C does not wait: everything, broker included, is killed at once.
   trap 'echo "stopping now (SIGKILL)" >&2; kill -KILL "${pids[@]}" 2>/dev/null; exit 130' INT TERM
   say "stopping (SIGTERM: each service finishes the event in hand, commits and leaves its group)"
@@ -120,7 +128,7 @@ stop_all() {
   wait 2>/dev/null || true
   say "stopped"
 }
-trap stop_all INT TERM EXIT
+trap stop_all INT TERM HUP EXIT
 
 # Prefixes every line with the process's name, in a colour of its own. Ctrl-C reaches the
 # whole foreground process group; the labelling must outlive it, to show the services'

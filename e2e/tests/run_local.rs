@@ -52,6 +52,24 @@ fn start_with(data_dir: &Path, kafka_port: u16, log: &Path, args: &[&str]) -> Ch
         .expect("cannot start scripts/run-local.sh")
 }
 
+/// Starts `scripts/run-local.sh 2>&1 | tee <log>` in a process group of its own, as a shell
+/// starts a pipeline: Ctrl-C ends tee as well, and then nothing reads what the script writes.
+fn start_piped_through_tee(data_dir: &Path, kafka_port: u16, log: &Path) -> Child {
+    Command::new("bash")
+        .args(["-c", r#""$0" --data-dir "$1" 2>&1 | tee "$2""#])
+        .arg(repository().join("scripts/run-local.sh"))
+        .arg(data_dir)
+        .arg(log)
+        .env("KAFKA_PORT", kafka_port.to_string())
+        .current_dir(repository())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("cannot start scripts/run-local.sh | tee")
+}
+
 fn wait_until_running(script: &mut Child, log: &Path) {
     let deadline = Instant::now() + START;
     loop {
@@ -132,6 +150,43 @@ fn ctrl_c_stops_every_process_of_a_local_run_broker_included_and_the_next_run_st
         for port in SERVICE_PORTS {
             assert!(!listening(port), "run {run}: port {port} still taken");
         }
+    }
+}
+
+#[test]
+fn ctrl_c_on_a_local_run_piped_through_tee_still_stops_the_broker() {
+    let data_dir = tempfile::Builder::new()
+        .prefix("shop-run-local-tee-")
+        .tempdir()
+        .unwrap();
+    let log = data_dir.path().join("run-local.log");
+    let kafka_port = e2e::broker::free_port();
+    for port in SERVICE_PORTS {
+        assert!(
+            !listening(port),
+            "port {port} is in use: stop the local run before running this test"
+        );
+    }
+
+    let mut script = start_piped_through_tee(&data_dir.path().join("data"), kafka_port, &log);
+    wait_until_running(&mut script, &log);
+    assert!(listening(kafka_port), "the broker listens");
+
+    // tee is gone at once; the script's clean-up must still stop the services, then the broker.
+    let took = interrupt(&mut script, &log);
+    let status = script.wait().unwrap();
+    eprintln!("stopped {took:?} after Ctrl-C ({status})");
+    let deadline = Instant::now() + STOP;
+    while listening(kafka_port) {
+        assert!(
+            Instant::now() < deadline,
+            "the broker still listens on {kafka_port} after Ctrl-C:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for port in SERVICE_PORTS {
+        assert!(!listening(port), "port {port} still taken");
     }
 }
 
