@@ -348,7 +348,7 @@ load backlog --url "$order_url" --rate max --count "$backlog" --no-completion
 accepted=$(jq '.posts.accepted' "$work/backlog.json")
 [ "$accepted" -gt 0 ] || die "no order of the backlog was accepted (log: $work/logs/order-service.log)"
 published() {
-  curl -fs "$order_url/metrics" | awk '$1 == "order_service_outbox_published_total" { print int($2) }'
+  curl -fs "$order_url/metrics" | awk '$1 == "shop_outbox_published_total{service=\"order-service\"}" { print int($2) }'
 }
 deadline=$((SECONDS + 600))
 while n=$(published || true); [ "${n:-0}" -lt "$accepted" ]; do
@@ -401,7 +401,7 @@ for service in "${services[@]}"; do peak_mb[$service]=$(peak_of "$service"); don
 # service stored: its orders_placed_total before and after.
 for service in "${consumers[@]}"; do stop "$service"; done
 placed_total() {
-  curl -fs "$order_url/metrics" | awk '$1 == "order_service_orders_placed_total" { print int($2) }'
+  curl -fs "$order_url/metrics" | awk '$1 == "shop_orders_placed_total{service=\"order-service\"}" { print int($2) }'
 }
 # wrk takes whole seconds.
 wrk_duration=$(awk -v d="$latency_duration" 'BEGIN { s = d + 0; if (d ~ /ms$/) s /= 1000; else if (d ~ /m$/) s *= 60; printf "%ds", (s < 1 ? 1 : s) }')

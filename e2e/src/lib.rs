@@ -96,3 +96,59 @@ pub fn init_logging() {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")))
         .try_init();
 }
+
+/// The value of the sample of metric `name` (as scraped: `shop_consumer_events_total`, a
+/// histogram's `…_count`) whose labels include every one of `labels`, in a Prometheus text
+/// scrape. Label values with `",` in them are not supported: none of the shop's have one.
+pub fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            // An OpenMetrics exemplar may follow the value; a label value may hold a `}`.
+            let line = line.split(" # ").next().unwrap_or(line);
+            let (series, value) = match line.rsplit_once('}') {
+                Some((series, rest)) => (series, rest.trim()),
+                None => line.split_once(' ')?,
+            };
+            let (metric, set) = series.split_once('{').unwrap_or((series, ""));
+            let set: Vec<(&str, &str)> = set
+                .split("\",")
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once("=\"")?;
+                    Some((key, value.trim_end_matches('"')))
+                })
+                .collect();
+            (metric == name && labels.iter().all(|label| set.contains(label)))
+                .then(|| value.split_whitespace().next()?.parse().ok())
+                .flatten()
+        })
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::sample;
+
+    #[test]
+    fn a_sample_is_found_by_name_and_any_subset_of_its_labels() {
+        let scrape = "# TYPE shop_consumer_lag gauge\n\
+            shop_consumer_lag{service=\"inventory-service\",topic=\"orders\",partition=\"3\"} 7\n\
+            shop_outbox_backlog{service=\"inventory-service\"} 0\n\
+            shop_http_requests_total{route=\"/orders/{id}\",status=\"400\"} 2\n\
+            process_open_fds{service=\"inventory-service\"} 12 # {} 1\n";
+        let lag = sample(scrape, "shop_consumer_lag", &[("partition", "3")]);
+        assert_eq!(lag, Some(7.0));
+        assert_eq!(sample(scrape, "shop_outbox_backlog", &[]), Some(0.0));
+        let refused = [("route", "/orders/{id}"), ("status", "400")];
+        assert_eq!(
+            sample(scrape, "shop_http_requests_total", &refused),
+            Some(2.0)
+        );
+        assert_eq!(sample(scrape, "process_open_fds", &[]), Some(12.0));
+        assert_eq!(
+            sample(scrape, "shop_consumer_lag", &[("partition", "4")]),
+            None
+        );
+        assert_eq!(sample(scrape, "shop_consumer", &[]), None);
+    }
+}

@@ -409,7 +409,7 @@ impl Stack {
             .unwrap();
         consumer_events(&metrics, outcome).unwrap_or_else(|| {
             panic!(
-                "{}'s /metrics has no `<svc>_consumer_events_total{{outcome=\"{outcome}\"}}` \
+                "{}'s /metrics has no `shop_consumer_events_total{{outcome=\"{outcome}\"}}` \
                  line: was the metric or the outcome renamed?\n{metrics}",
                 service.name()
             )
@@ -422,22 +422,14 @@ impl Stack {
     }
 }
 
-/// The value of `<svc>_consumer_events_total{outcome="<outcome>"}` in a scrape, if the line is
-/// there.
+/// The value of `shop_consumer_events_total{outcome="<outcome>"}` in a scrape, if it is there.
 fn consumer_events(metrics: &str, outcome: &str) -> Option<u64> {
-    let labels = format!("_consumer_events_total{{outcome=\"{outcome}\"}}");
-    metrics.lines().find_map(|line| {
-        let (name, value) = line.split_once(' ')?;
-        if name.strip_suffix(&labels)?.is_empty() {
-            return None;
-        }
-        // An OpenMetrics exemplar may follow the value.
-        let value = value.split_whitespace().next()?;
-        let count: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("not a count: {line}"));
-        Some(count as u64)
-    })
+    crate::sample(
+        metrics,
+        "shop_consumer_events_total",
+        &[("outcome", outcome)],
+    )
+    .map(|count| count as u64)
 }
 
 /// Runs a consumer app built by the test itself (a handler of its own, say).

@@ -59,7 +59,7 @@ async fn publish(producer: &EventProducer, key: &str, payload: &[u8], event_id: 
 }
 
 /// A reading of one of the consumer's metrics, `None` while it has not been reported.
-async fn reading(stack: &Stack, service: &Running, name: &str) -> Option<u64> {
+async fn reading(stack: &Stack, service: &Running, (name, labels): Metric) -> Option<u64> {
     let text = stack
         .http
         .get(format!("http://127.0.0.1:{}/metrics", service.port))
@@ -69,23 +69,23 @@ async fn reading(stack: &Stack, service: &Running, name: &str) -> Option<u64> {
         .text()
         .await
         .unwrap();
-    text.lines().find_map(|line| {
-        let (key, value) = line.rsplit_once(' ')?;
-        key.ends_with(name)
-            .then(|| value.parse::<f64>().unwrap() as u64)
-    })
+    e2e::sample(&text, name, labels).map(|value| value as u64)
 }
 
 /// A metric that must be there: a missing one fails the test rather than reading as zero.
-async fn metric(stack: &Stack, service: &Running, name: &str) -> u64 {
-    reading(stack, service, name)
+async fn metric(stack: &Stack, service: &Running, metric: Metric) -> u64 {
+    reading(stack, service, metric)
         .await
-        .unwrap_or_else(|| panic!("{} reports no {name}", service.name))
+        .unwrap_or_else(|| panic!("{} reports no {metric:?}", service.name))
 }
 
-const PROCESSED: &str = "consumer_events_total{outcome=\"processed\"}";
-const DUPLICATE: &str = "consumer_events_total{outcome=\"duplicate\"}";
-const PARKED: &str = "consumer_events_total{outcome=\"dead_lettered\"}";
+/// A metric's name and the labels that pick one of its series.
+type Metric = (&'static str, &'static [(&'static str, &'static str)]);
+
+const EVENTS: &str = "shop_consumer_events_total";
+const PROCESSED: Metric = (EVENTS, &[("outcome", "processed")]);
+const DUPLICATE: Metric = (EVENTS, &[("outcome", "duplicate")]);
+const PARKED: Metric = (EVENTS, &[("outcome", "dead_lettered")]);
 
 async fn rows(stack: &Stack, database: &str, sql: &str) -> i64 {
     let url = stack.database.url(&format!("{}{database}", stack.prefix));
@@ -187,7 +187,7 @@ async fn a_backlog_with_redeliveries_and_poison_is_applied_once_in_batches_and_t
             "{}",
             service.name
         );
-        let transactions = metric(&stack, service, "consumer_batch_events_count").await;
+        let transactions = metric(&stack, service, ("shop_consumer_batch_events_count", &[])).await;
         assert!(
             transactions < processed / 2,
             "{}: {processed} events took {transactions} transactions; a backlog is applied in batches",

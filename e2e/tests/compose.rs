@@ -1033,18 +1033,24 @@ fn grafana_provisions_prometheus_and_a_dashboard_of_every_service_metric() {
         );
     }
 
-    // Each service prefixes its metrics with its name (inventory_service_consumer_lag): the
-    // panels select them all by suffix, or name the Order Service's own counter.
+    // One name per measurement, whichever service makes it (the service is a label): the
+    // panels name the metrics, never match `__name__` with a regular expression.
     let queries = dashboard_queries();
+    for (title, expr) in &queries {
+        assert!(
+            !expr.contains("__name__"),
+            "panel `{title}` selects metrics by a regular expression on their names: {expr}"
+        );
+    }
     for metric in [
-        "_consumer_lag",
-        "_consumer_events_total",
-        "_outbox_backlog",
-        "_outbox_oldest_age_seconds",
-        "_http_requests_total",
-        "_http_request_duration_seconds_bucket",
-        "_order_to_effect_seconds_bucket",
-        "order_service_orders_placed_total",
+        "shop_consumer_lag",
+        "shop_consumer_events_total",
+        "shop_outbox_backlog",
+        "shop_outbox_oldest_age_seconds",
+        "shop_http_requests_total",
+        "shop_http_request_duration_seconds_bucket",
+        "shop_order_to_effect_seconds_bucket",
+        "shop_orders_placed_total",
     ] {
         assert!(
             queries.iter().any(|(_, expr)| expr.contains(metric)),

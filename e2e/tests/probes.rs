@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::stack::spawn_consumer;
-use e2e::{Consumer, Service, Stack, eventually};
+use e2e::{Consumer, Service, Stack, eventually, sample};
 use serde_json::{Value, json};
 use shop_runtime::Envelope;
 use shop_runtime::Event;
@@ -39,14 +39,6 @@ async fn until_status(stack: &Stack, service: &impl Service, path: &str, status:
 
 async fn scrape(stack: &Stack, service: &impl Service) -> String {
     status_of(stack, service, "/metrics").await.1
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(prefix)?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
 }
 
 /// Waits until `service`'s consumer holds all six partitions of its topic.
@@ -247,26 +239,41 @@ async fn metrics_report_lag_per_partition_the_outbox_backlog_and_every_http_requ
     assert_eq!(status, 400);
 
     let metrics = scrape(&stack, &order).await;
-    let placed =
-        r#"order_service_http_requests_total{method="POST",route="/orders",status="201"} "#;
-    assert_eq!(sample(&metrics, placed), Some(1.0), "{metrics}");
-    let refused =
-        r#"order_service_http_requests_total{method="GET",route="/orders/{id}",status="400"} "#;
-    assert_eq!(sample(&metrics, refused), Some(1.0), "{metrics}");
-    assert!(
-        metrics.contains(
-            r#"order_service_http_request_duration_seconds_count{method="POST",route="/orders"} 1"#
-        ),
+    let ours = ("service", "order-service");
+    let requests = |method, route, status| {
+        let labels = [
+            ours,
+            ("method", method),
+            ("route", route),
+            ("status", status),
+        ];
+        sample(&metrics, "shop_http_requests_total", &labels)
+    };
+    assert_eq!(requests("POST", "/orders", "201"), Some(1.0), "{metrics}");
+    assert_eq!(
+        requests("GET", "/orders/{id}", "400"),
+        Some(1.0),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("order_service_outbox_backlog "),
+    let timed = [ours, ("method", "POST"), ("route", "/orders")];
+    assert_eq!(
+        sample(&metrics, "shop_http_request_duration_seconds_count", &timed),
+        Some(1.0),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("order_service_outbox_oldest_age_seconds "),
-        "{metrics}"
-    );
+    for gauge in ["shop_outbox_backlog", "shop_outbox_oldest_age_seconds"] {
+        assert!(
+            sample(&metrics, gauge, &[ours]).is_some(),
+            "{gauge}: {metrics}"
+        );
+    }
+    // The instance's own process figures, beside the service's.
+    for gauge in ["process_resident_memory_bytes", "process_open_fds"] {
+        assert!(
+            sample(&metrics, gauge, &[ours]).is_some(),
+            "{gauge}: {metrics}"
+        );
+    }
 
     // Every partition the instance holds has its lag, 0 once it has caught up.
     eventually(
@@ -276,12 +283,13 @@ async fn metrics_report_lag_per_partition_the_outbox_backlog_and_every_http_requ
             let metrics = scrape(&stack, &inventory).await;
             let lags: Vec<f64> = (0..6)
                 .filter_map(|p| {
-                    sample(
-                        &metrics,
-                        &format!(
-                            r#"inventory_service_consumer_lag{{topic="orders",partition="{p}"}} "#
-                        ),
-                    )
+                    let partition = p.to_string();
+                    let labels = [
+                        ("service", "inventory-service"),
+                        ("topic", "orders"),
+                        ("partition", partition.as_str()),
+                    ];
+                    sample(&metrics, "shop_consumer_lag", &labels)
                 })
                 .collect();
             (lags.len() == 6 && lags.iter().all(|lag| *lag == 0.0)).then_some(())
@@ -291,7 +299,7 @@ async fn metrics_report_lag_per_partition_the_outbox_backlog_and_every_http_requ
     // Its reply went out: nothing is left in its outbox.
     eventually("inventory's outbox to drain", PATIENCE, || async {
         let metrics = scrape(&stack, &inventory).await;
-        (sample(&metrics, "inventory_service_outbox_backlog ") == Some(0.0)).then_some(())
+        (sample(&metrics, "shop_outbox_backlog", &[]) == Some(0.0)).then_some(())
     })
     .await;
 

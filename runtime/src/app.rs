@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -40,16 +39,17 @@ impl<H: Handler> ConsumerApp<H> {
     ) -> anyhow::Result<Self> {
         settings.validate().map_err(anyhow::Error::msg)?;
         kafka::ensure_topics(&settings.kafka, &H::PRINCIPAL.topics()).await?;
-        let mut registry = Registry::with_prefix(settings.name.replace('-', "_"));
-        let metrics = ConsumerMetrics::register(&mut registry);
+        let mut registry = crate::metrics::service_registry(settings.name);
+        let shop = registry.sub_registry_with_prefix(crate::metrics::NAMESPACE);
+        let metrics = ConsumerMetrics::register(shop);
         let shed = prometheus_client::metrics::counter::Counter::default();
-        registry.register(
+        shop.register(
             "http_requests_shed",
             "Requests answered 503 because HTTP_MAX_IN_FLIGHT were already being handled",
             shed.clone(),
         );
-        let relay_metrics = RelayMetrics::register(&mut registry);
-        let http_metrics = HttpMetrics::register(&mut registry);
+        let relay_metrics = RelayMetrics::register(shop);
+        let http_metrics = HttpMetrics::register(shop);
         let liveness = Liveness::new(settings.stuck_after);
         let producer =
             kafka::EventProducer::connect(&settings.kafka, settings.message_timeout).await?;

@@ -1,17 +1,99 @@
 //! Prometheus metrics. Each app owns a [`Registry`], so several services can run in one
 //! test process without sharing counters.
+//!
+//! Names follow Prometheus' conventions: one name per measurement whichever service makes
+//! it, in the `shop_` namespace (`shop_consumer_lag`, `shop_http_requests_total`), with the
+//! service as the `service` label on every series (Prometheus adds `job` and `instance`
+//! when it scrapes); a query or a dashboard panel names the metric and filters by label,
+//! never by a regular expression on `__name__`. Beside them, the standard `process_*`
+//! metrics of the instance (CPU, resident memory, open files, threads, start time).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::Utc;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::envelope::{Envelope, Event};
+
+/// The namespace of every metric a service defines: `shop_<name>`.
+pub const NAMESPACE: &str = "shop";
+
+/// The registry of one instance of `service`: every series carries `service="<service>"`,
+/// and the instance's `process_*` metrics are in it from the start. Register the service's
+/// own metrics in `registry.sub_registry_with_prefix(NAMESPACE)`.
+pub fn service_registry(service: &str) -> Registry {
+    let mut registry = Registry::with_labels(
+        [(Cow::Borrowed("service"), Cow::Owned(service.to_owned()))].into_iter(),
+    );
+    registry.register_collector(Box::new(ProcessCollector));
+    registry
+}
+
+/// The standard `process_*` metrics, read from the operating system at each scrape
+/// (`metrics-process`, which reads `/proc` on Linux). A figure the system does not give
+/// is left out rather than reported as zero.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let process = metrics_process::collector::collect();
+        if let Some(seconds) = process.cpu_seconds_total {
+            let counter = ConstCounter::new(seconds);
+            counter.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                process.resident_memory_bytes,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                process.virtual_memory_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                process.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                process.max_fds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                process.threads,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                process.start_time_seconds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let Some(value) = value else { continue };
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -223,4 +305,60 @@ pub fn encode(registry: &Registry) -> String {
     prometheus_client::encoding::text::encode(&mut body, registry)
         .expect("writing to a String cannot fail");
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_is_named_for_what_it_measures_and_labelled_with_its_service() {
+        let mut registry = service_registry("inventory-service");
+        let shop = registry.sub_registry_with_prefix(NAMESPACE);
+        let consumer = ConsumerMetrics::register(shop);
+        HttpMetrics::register(shop);
+        consumer.count("processed", 3);
+        let text = encode(&registry);
+
+        assert!(
+            text.contains(
+                "shop_consumer_events_total{service=\"inventory-service\",outcome=\"processed\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("inventory_service_"), "{text}");
+        for sample in text.lines().filter(|line| !line.starts_with('#')) {
+            assert!(
+                sample.starts_with("shop_") || sample.starts_with("process_"),
+                "outside the namespace: {sample}"
+            );
+            assert!(
+                sample.contains("service=\"inventory-service\""),
+                "no service label: {sample}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_process_metrics_report_this_process() {
+        let text = encode(&service_registry("dashboard"));
+        let value = |name: &str| -> f64 {
+            let prefix = format!("{name}{{service=\"dashboard\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        // A counter, from the process's start: a test process may not have used a tick yet.
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter"),
+            "{text}"
+        );
+        assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_threads") >= 1.0);
+        assert!(value("process_start_time_seconds") > 1.7e9);
+    }
 }

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use prometheus_client::registry::Registry;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use shop_runtime::app::stop_on_exit;
@@ -43,7 +42,7 @@ pub struct State {
     /// The latest snapshot as JSON, for every open event stream.
     snapshots: watch::Receiver<Arc<str>>,
     kafka: Arc<StreamConsumer>,
-    registry: Arc<Registry>,
+    registry: Arc<prometheus_client::registry::Registry>,
     http_metrics: HttpMetrics,
 }
 
@@ -55,8 +54,10 @@ impl State {
         order_service_url: &str,
         kafka: Arc<StreamConsumer>,
     ) -> (Self, watch::Sender<Arc<str>>) {
-        let mut registry = Registry::with_prefix("dashboard");
-        let http_metrics = HttpMetrics::register(&mut registry);
+        let mut registry = shop_runtime::metrics::service_registry("dashboard");
+        let http_metrics = HttpMetrics::register(
+            registry.sub_registry_with_prefix(shop_runtime::metrics::NAMESPACE),
+        );
         let (publish, snapshots) = watch::channel(Arc::<str>::from("{}"));
         let state = State {
             board: Arc::default(),

@@ -362,6 +362,7 @@ pub async fn expire_until_stopped(
     pool: PgPool,
     timeout: Duration,
     relay_wake: Arc<Notify>,
+    timed_out: prometheus_client::metrics::counter::Counter,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let every = (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -374,6 +375,7 @@ pub async fn expire_until_stopped(
                     ?timeout,
                     "cancelled orders nobody answered in time"
                 );
+                timed_out.inc_by(cancelled as u64);
                 relay_wake.notify_one();
                 continue;
             }

@@ -2,12 +2,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::registry::Registry;
 use shop_runtime::app::stop_on_exit;
 use shop_runtime::health::Liveness;
 use shop_runtime::http::{self, ConsumerInfo, OpsState};
 use shop_runtime::kafka::{EventConsumer, RetryPolicy};
-use shop_runtime::metrics::{ConsumerMetrics, HttpMetrics};
+use shop_runtime::metrics::{self, ConsumerMetrics, HttpMetrics};
 use shop_runtime::outbox::{OutboxRelay, RelayMetrics};
 use shop_runtime::presence::Presence;
 use shop_runtime::{db as shared_db, kafka};
@@ -37,6 +36,7 @@ struct SagaTimeout {
     pool: sqlx::PgPool,
     timeout: std::time::Duration,
     relay_wake: Arc<Notify>,
+    timed_out: Counter,
 }
 
 impl Application {
@@ -55,22 +55,29 @@ impl Application {
         let producer =
             kafka::EventProducer::connect(&service.kafka, service.message_timeout).await?;
 
-        let mut registry = Registry::with_prefix("order_service");
+        let mut registry = metrics::service_registry(service.name);
+        let shop = registry.sub_registry_with_prefix(metrics::NAMESPACE);
         let orders_placed = Counter::default();
+        let timed_out = Counter::default();
         let shed = Counter::default();
-        registry.register(
+        shop.register(
             "orders_placed",
             "Orders accepted with 201",
             orders_placed.clone(),
         );
-        registry.register(
+        shop.register(
+            "saga_timeouts",
+            "Orders cancelled because Inventory or Payment did not answer within SAGA_TIMEOUT_SECS",
+            timed_out.clone(),
+        );
+        shop.register(
             "http_requests_shed",
             "Requests answered 503 because HTTP_MAX_IN_FLIGHT were already being handled",
             shed.clone(),
         );
-        let relay_metrics = RelayMetrics::register(&mut registry);
-        let consumer_metrics = ConsumerMetrics::register(&mut registry);
-        let http_metrics = HttpMetrics::register(&mut registry);
+        let relay_metrics = RelayMetrics::register(shop);
+        let consumer_metrics = ConsumerMetrics::register(shop);
+        let http_metrics = HttpMetrics::register(shop);
         let liveness = Liveness::new(service.stuck_after);
 
         let relay_wake = Arc::new(Notify::new());
@@ -128,6 +135,7 @@ impl Application {
                 pool,
                 timeout: settings.saga_timeout,
                 relay_wake,
+                timed_out,
             },
         })
     }
@@ -155,6 +163,7 @@ impl Application {
                 self.saga.pool,
                 self.saga.timeout,
                 self.saga.relay_wake,
+                self.saga.timed_out,
                 stop.clone(),
             ),
         );

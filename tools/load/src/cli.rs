@@ -18,7 +18,7 @@ const DEFAULT_SERVICES: &str =
         (order_confirmed or order_cancelled). Each service's /metrics counts that in its \
         <svc>_order_to_effect_seconds histogram, one observation per order, timed from when the \
         order was placed: completion is the growth of that histogram's _count between a scrape \
-        before the run and one after. Events processed (<svc>_consumer_events_total) are \
+        before the run and one after. Events processed (shop_consumer_events_total) are \
         reported as throughput only, since each service handles a different number of events \
         per order. It assumes no other traffic reaches those services during the run.\n\n\
         The services to watch are those that consume the orders' ends (Inventory, Payment, \

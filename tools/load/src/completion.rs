@@ -304,12 +304,12 @@ mod tests {
     /// A scrape of the inventory service: `processed` events, `settled` orders.
     fn snapshot(processed: u64, settled: u64) -> Snapshot {
         let text = format!(
-            "inventory_service_consumer_events_total{{outcome=\"processed\"}} {processed}\n\
-             inventory_service_consumer_events_total{{outcome=\"dead_lettered\"}} 1\n\
-             inventory_service_order_to_effect_seconds_bucket{{le=\"0.05\"}} {settled}\n\
-             inventory_service_order_to_effect_seconds_bucket{{le=\"+Inf\"}} {settled}\n\
-             inventory_service_order_to_effect_seconds_sum 0\n\
-             inventory_service_order_to_effect_seconds_count {settled}\n"
+            "shop_consumer_events_total{{service=\"inventory-service\",outcome=\"processed\"}} {processed}\n\
+             shop_consumer_events_total{{service=\"inventory-service\",outcome=\"dead_lettered\"}} 1\n\
+             shop_order_to_effect_seconds_bucket{{le=\"0.05\"}} {settled}\n\
+             shop_order_to_effect_seconds_bucket{{le=\"+Inf\"}} {settled}\n\
+             shop_order_to_effect_seconds_sum 0\n\
+             shop_order_to_effect_seconds_count {settled}\n"
         );
         Snapshot::from_text(&text).unwrap()
     }
@@ -377,7 +377,7 @@ mod tests {
         watch.observe(t0 + Duration::from_secs(5), snapshot(220, 100), 100);
         let c = watch.into_completion("http://inventory");
         assert!(c.complete);
-        assert_eq!(c.service, "inventory_service");
+        assert_eq!(c.service, "inventory-service");
         assert_eq!(c.elapsed, Some(Duration::from_secs(4)));
         assert_eq!(c.orders_per_second, Some(25.0));
         assert_eq!(c.events_per_second, Some(50.0));

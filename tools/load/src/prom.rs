@@ -103,15 +103,15 @@ fn parse_value(s: &str) -> Result<f64, String> {
 mod tests {
     use super::*;
 
-    const SCRAPE: &str = r#"# HELP inventory_service_consumer_events Events consumed from Kafka, by outcome.
-# TYPE inventory_service_consumer_events counter
-inventory_service_consumer_events_total{outcome="processed"} 1200
-inventory_service_consumer_events_total{outcome="duplicate"} 3
-# TYPE inventory_service_order_to_effect_seconds histogram
-inventory_service_order_to_effect_seconds_sum 12.5
-inventory_service_order_to_effect_seconds_count 1200
-inventory_service_order_to_effect_seconds_bucket{le="0.005"} 100
-inventory_service_order_to_effect_seconds_bucket{le="+Inf"} 1200
+    const SCRAPE: &str = r#"# HELP shop_consumer_events Events consumed from Kafka, by outcome.
+# TYPE shop_consumer_events counter
+shop_consumer_events_total{service="inventory-service",outcome="processed"} 1200
+shop_consumer_events_total{service="inventory-service",outcome="duplicate"} 3
+# TYPE shop_order_to_effect_seconds histogram
+shop_order_to_effect_seconds_sum 12.5
+shop_order_to_effect_seconds_count 1200
+shop_order_to_effect_seconds_bucket{le="0.005"} 100
+shop_order_to_effect_seconds_bucket{le="+Inf"} 1200
 # EOF
 "#;
 
@@ -122,8 +122,11 @@ inventory_service_order_to_effect_seconds_bucket{le="+Inf"} 1200
         assert_eq!(
             samples[0],
             Sample {
-                name: "inventory_service_consumer_events_total".into(),
-                labels: vec![("outcome".into(), "processed".into())],
+                name: "shop_consumer_events_total".into(),
+                labels: vec![
+                    ("service".into(), "inventory-service".into()),
+                    ("outcome".into(), "processed".into())
+                ],
                 value: 1200.0,
             }
         );

@@ -1,12 +1,12 @@
 //! What one consumer service's `/metrics` says about its progress, and the arithmetic on two
 //! scrapes: orders settled in between, and their order→effect latency.
 //!
-//! The contract (per service, `<svc>` = its name with `-` as `_`):
-//! - the histogram `<svc>_order_to_effect_seconds`: seconds from an order being placed to the
+//! The contract (every series labelled `service="<its name>"`):
+//! - the histogram `shop_order_to_effect_seconds`: seconds from an order being placed to the
 //!   service committing its part of the order's end (`order_confirmed` or `order_cancelled`),
 //!   observed exactly once per order. Its `_count` is the number of orders the service has
 //!   *settled*, whichever way they ended: that is what completion counts.
-//! - `<svc>_consumer_events_total{outcome=...}`: events read, by outcome. A service handles a
+//! - `shop_consumer_events_total{outcome=...}`: events read, by outcome. A service handles a
 //!   varying number of events per order (Inventory: `order_placed` and the order's end; the
 //!   Order Service: the replies), so these are throughput figures, never a completion count.
 
@@ -14,13 +14,13 @@ use serde::Serialize;
 
 use crate::prom::{self, Sample};
 
-const EVENTS_SUFFIX: &str = "_consumer_events_total";
-const EFFECT_SUFFIX: &str = "_order_to_effect_seconds";
+const EVENTS: &str = "shop_consumer_events_total";
+const EFFECT: &str = "shop_order_to_effect_seconds";
 
 /// One scrape of one service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
-    /// The metric prefix, e.g. `inventory_service`.
+    /// The `service` label, e.g. `inventory-service`.
     pub service: String,
     /// Events processed, of every type.
     pub processed: u64,
@@ -29,29 +29,29 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads a scrape. The service is recognised by its `*_consumer_events_total` family, so
-    /// no names need configuring; a scrape without one is not a consumer service, and one
-    /// without the order→effect histogram cannot say which orders it has settled: both are
-    /// errors naming the missing metric.
+    /// Reads a scrape. The service is named by the `service` label of its
+    /// `shop_consumer_events_total`, so no names need configuring; a scrape without that
+    /// metric is not a consumer service, and one without the order→effect histogram cannot
+    /// say which orders it has settled: both are errors naming the missing metric.
     pub fn from_text(text: &str) -> Result<Self, String> {
         let samples = prom::parse(text)?;
         let service = samples
             .iter()
-            .find_map(|s| s.name.strip_suffix(EVENTS_SUFFIX))
-            .ok_or_else(|| format!("no `*{EVENTS_SUFFIX}` metric: not a consumer service?"))?
+            .find(|s| s.name == EVENTS)
+            .ok_or_else(|| format!("no `{EVENTS}` metric: not a consumer service?"))?
+            .label("service")
+            .unwrap_or("unnamed")
             .to_owned();
-        let events = format!("{service}{EVENTS_SUFFIX}");
         let outcome = |wanted: &str| {
             samples
                 .iter()
-                .filter(|s| s.name == events && s.label("outcome") == Some(wanted))
+                .filter(|s| s.name == EVENTS && s.label("outcome") == Some(wanted))
                 .map(|s| s.value as u64)
                 .sum()
         };
-        let effect = format!("{service}{EFFECT_SUFFIX}");
-        let order_to_effect = Histogram::from_samples(&samples, &effect).ok_or_else(|| {
+        let order_to_effect = Histogram::from_samples(&samples, EFFECT).ok_or_else(|| {
             format!(
-                "no `{effect}` histogram: {service} cannot say how many orders it has settled \
+                "no `{EFFECT}` histogram: {service} cannot say how many orders it has settled \
                  (not a service that consumes the orders' ends?)"
             )
         })?;
@@ -212,18 +212,18 @@ mod tests {
 
     fn scrape(processed: u64, buckets: &[(&str, u64)], sum: f64) -> String {
         let mut text = format!(
-            "# TYPE payment_service_consumer_events counter\n\
-             payment_service_consumer_events_total{{outcome=\"processed\"}} {processed}\n\
-             payment_service_consumer_events_total{{outcome=\"dead_lettered\"}} 2\n\
-             payment_service_consumer_handle_seconds_bucket{{le=\"1.0\"}} 99\n"
+            "# TYPE shop_consumer_events counter\n\
+             shop_consumer_events_total{{service=\"payment-service\",outcome=\"processed\"}} {processed}\n\
+             shop_consumer_events_total{{service=\"payment-service\",outcome=\"dead_lettered\"}} 2\n\
+             shop_consumer_handle_seconds_bucket{{le=\"1.0\"}} 99\n"
         );
         for (le, n) in buckets {
-            text += &format!("payment_service_order_to_effect_seconds_bucket{{le=\"{le}\"}} {n}\n");
+            text += &format!("shop_order_to_effect_seconds_bucket{{le=\"{le}\"}} {n}\n");
         }
         let count = buckets.last().map(|b| b.1).unwrap_or_default();
         text += &format!(
-            "payment_service_order_to_effect_seconds_sum {sum}\n\
-             payment_service_order_to_effect_seconds_count {count}\n# EOF\n"
+            "shop_order_to_effect_seconds_sum {sum}\n\
+             shop_order_to_effect_seconds_count {count}\n# EOF\n"
         );
         text
     }
@@ -245,7 +245,7 @@ mod tests {
         let snapshot =
             Snapshot::from_text(&scrape(42, &[("0.01", 10), ("0.1", 40), ("+Inf", 42)], 1.5))
                 .unwrap();
-        assert_eq!(snapshot.service, "payment_service");
+        assert_eq!(snapshot.service, "payment-service");
         assert_eq!(snapshot.processed, 42);
         assert_eq!(snapshot.dead_lettered, 2);
         let h = snapshot.order_to_effect;
@@ -268,17 +268,16 @@ mod tests {
 
     #[test]
     fn a_service_without_the_histogram_cannot_say_what_it_settled() {
-        let text = "inventory_service_consumer_events_total{outcome=\"processed\"} 7\n";
+        let text =
+            "shop_consumer_events_total{service=\"inventory-service\",outcome=\"processed\"} 7\n";
         let err = Snapshot::from_text(text).unwrap_err();
-        assert!(
-            err.contains("`inventory_service_order_to_effect_seconds`"),
-            "{err}"
-        );
+        assert!(err.contains("`shop_order_to_effect_seconds`"), "{err}");
     }
 
     #[test]
     fn a_scrape_without_consumer_events_is_not_a_consumer_service() {
-        let err = Snapshot::from_text("order_service_orders_placed_total 3\n").unwrap_err();
+        let err = Snapshot::from_text("shop_orders_placed_total{service=\"order-service\"} 3\n")
+            .unwrap_err();
         assert!(err.contains("not a consumer service"), "{err}");
     }
 
