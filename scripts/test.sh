@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, the compose file, a smoke run of the
-# benchmark, then every test: unit, router and end-to-end against a real Tansu broker and the
-# local PostgreSQL.
+# The whole test suite, as CI runs it: formatting, the dependencies' licences and sources,
+# lints, the compose file, a smoke run of the benchmark, then every test: unit, router and
+# end-to-end against a real Tansu broker and the local PostgreSQL.
 #
 #   scripts/test.sh                    # everything
 #   scripts/test.sh -E 'test(replay)'  # extra arguments go to cargo nextest
 #
-# Needs PostgreSQL (127.0.0.1:5432, or POSTGRES_URL). Installs Tansu on first use (cached).
+# Needs PostgreSQL (127.0.0.1:5432, or POSTGRES_URL). Installs Tansu and cargo-deny on first
+# use (cached).
 # With a Docker engine, the end-to-end tests use testcontainers instead (SHOP_E2E_BACKEND).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -14,6 +15,11 @@ cd "$root"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
+
+say "cargo deny check licenses bans sources"
+# The dependency tree's licences, duplicate crates and sources, against deny.toml. Not
+# advisories: cargo-deny fetches the RustSec database from GitHub, which CI cannot reach.
+"$(scripts/install-cargo-deny.sh)" --locked check licenses bans sources
 
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
