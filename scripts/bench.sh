@@ -278,9 +278,12 @@ if [ -n "$bin_dir" ]; then
   bin=$bin_dir
 else
   say "building ($profile)"
-  build=(cargo build --locked)
+  # Every binary of the workspace, as `cargo build --workspace --bins` (scripts/test.sh) builds
+  # them: a build of only the packages needed here would resolve the dependencies' features
+  # without those of the dashboard and shop-dlt, and compile tower, tonic, syn, regex and
+  # everything built on them a second time instead of reusing that build.
+  build=(cargo build --locked --workspace --bins)
   [ "$profile" = release ] && build+=(--release)
-  for package in "${services[@]}" shop-load shop-ceiling; do build+=(-p "$package"); done
   "${build[@]}"
   bin=target/$profile
 fi

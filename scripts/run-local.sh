@@ -51,9 +51,11 @@ require_postgres
 
 tansu=$(scripts/install-tansu.sh)
 say "building the services ($profile)"
-build=(cargo build --locked)
+# Every binary of the workspace, not only those run here: the same build as `cargo build
+# --workspace --bins` (scripts/test.sh, bench.sh), with the same features, so each reuses the
+# other's instead of compiling part of the dependencies again.
+build=(cargo build --locked --workspace --bins)
 [ "$profile" = release ] && build+=(--release)
-for service in "${services[@]}" dashboard; do build+=(-p "$service"); done
 "${build[@]}"
 
 mkdir -p "$data_dir/tansu" "$data_dir/mail"
