@@ -41,6 +41,9 @@ fi
 
 TANSU_BIN=$(scripts/install-tansu.sh)
 export TANSU_BIN
+# The OpenAPI contract test (e2e/tests/openapi_contract.rs) generates requests with it.
+SCHEMATHESIS_BIN=$(scripts/install-schemathesis.sh)
+export SCHEMATHESIS_BIN
 
 # The dashboard's test drives a real headless Chromium.
 scripts/install-browser.sh

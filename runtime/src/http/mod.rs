@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -190,6 +191,32 @@ where
             )),
         }
     }
+}
+
+/// Deserializes an integer field from any JSON number with no fractional part: JSON Schema's
+/// `integer` (what the OpenAPI documents say) takes `59.0`, and so does the server. A number
+/// with a fraction or out of the field's range is refused, naming the number.
+///
+/// ```ignore
+/// #[serde(deserialize_with = "shop_runtime::http::integer")]
+/// pub quantity: i64,
+/// ```
+pub fn integer<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::Error;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = number.as_i64().or_else(|| {
+        let float = number.as_f64()?;
+        // i64::MAX as f64 rounds up to 2^63, which is out of range: hence `<`.
+        (float.fract() == 0.0 && float >= i64::MIN as f64 && float < i64::MAX as f64)
+            .then_some(float as i64)
+    });
+    whole
+        .and_then(|whole| T::try_from(whole).ok())
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number in range")))
 }
 
 /// Parses an id from a path, refusing anything that is not a UUID with 400.
@@ -702,6 +729,23 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert!(!problem.to_string().contains("10.0.0.7"), "{problem}");
+    }
+
+    #[test]
+    fn an_integer_field_takes_any_whole_json_number_and_refuses_fractions_and_overflow() {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            #[serde(deserialize_with = "integer")]
+            quantity: u32,
+        }
+        let parse = |json: &str| serde_json::from_str::<Line>(json).map(|line| line.quantity);
+        assert_eq!(parse(r#"{"quantity": 59}"#).unwrap(), 59);
+        assert_eq!(parse(r#"{"quantity": 59.0}"#).unwrap(), 59);
+        assert_eq!(parse(r#"{"quantity": 5.9e1}"#).unwrap(), 59);
+        for refused in ["59.5", "-1", "4294967296", "1e300", "\"59\""] {
+            let json = format!(r#"{{"quantity": {refused}}}"#);
+            assert!(parse(&json).is_err(), "{refused} was taken");
+        }
     }
 
     #[test]

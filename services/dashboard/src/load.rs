@@ -42,9 +42,11 @@ pub struct LoadStatus {
 pub struct Burst {
     /// Orders a second.
     #[schema(minimum = 1, maximum = 500)]
+    #[serde(deserialize_with = "shop_runtime::http::integer")]
     pub rate: u32,
     /// How long it lasts.
     #[schema(minimum = 1, maximum = 600)]
+    #[serde(deserialize_with = "shop_runtime::http::integer")]
     pub seconds: u32,
 }
 

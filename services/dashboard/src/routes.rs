@@ -108,6 +108,19 @@ async fn snapshot(Extract(state): Extract<State>) -> Response {
         .into_response()
 }
 
+// For the document only: one event of the stream, as an SSE client parses it.
+/// One event of the live feed.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct StateEvent {
+    /// Always `state`.
+    #[schema(pattern = "^state$")]
+    event: String,
+    /// The Snapshot, as JSON.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
 /// The page's live feed: a `state` event with the current snapshot at once, then one a second.
 #[utoipa::path(
     get,
@@ -118,7 +131,7 @@ async fn snapshot(Extract(state): Extract<State>) -> Response {
                                             Snapshot as JSON in its `data`, and a comment \
                                             when idle for 15 s to keep the connection open. \
                                             The stream ends when the dashboard stops",
-               body = String, content_type = "text/event-stream",
+               body = StateEvent, content_type = "text/event-stream",
                example = "event: state\ndata: {\"generated_at\":\"2026-11-23T10:00:00Z\",...}\n\n"))
 )]
 async fn events(

@@ -24,15 +24,27 @@ use crate::idempotency::{self, Claim};
 pub const TAG: &str = "orders";
 
 /// What a client sends: who is buying what. Prices come from the catalog, never from here.
+// The patterns state every rule the server enforces, so that a request generated from the
+// document is one the server accepts: text is not blank and has no control character
+// (Unicode's Cc: U+0000-U+001F, U+007F-U+009F; see `text_rule`); an address is one the Email
+// Service's parser takes, as plainly as a pattern can say it (a local part and a dotted
+// domain of letters, digits and `._%+-`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
-    /// 1 to 254 characters, no control characters.
+    /// 1 to 254 characters, not only spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 254,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub customer_id: String,
-    /// Where the confirmation or cancellation is mailed.
-    #[schema(format = Email)]
+    /// Where the confirmation or cancellation is mailed: 1 to 254 characters, an address
+    /// like name@example.com.
+    #[schema(format = Email, min_length = 1, max_length = 254, pattern = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")]
     pub customer_email: String,
     /// 1 to 100 lines, each SKU at most once.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<NewOrderItem>,
 }
 
@@ -40,10 +52,23 @@ pub struct NewOrder {
 #[serde(deny_unknown_fields)]
 pub struct NewOrderItem {
     /// A SKU from `GET /products`.
+    #[schema(schema_with = sku_schema)]
     pub sku: String,
     // Wider than stored so that an absurd number gets a clear range error, not a type error.
     /// 1 to 1,000.
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "shop_runtime::http::integer")]
     pub quantity: i64,
+}
+
+/// A SKU: one of the catalog's, listed in the document so that a client (or a test) that
+/// generates orders from it names products that exist.
+fn sku_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("A SKU from `GET /products`"))
+        .enum_values(Some(catalog::PRODUCTS.iter().map(|p| p.sku)))
+        .build()
 }
 
 // For the document only: what a 422 carries.
@@ -76,7 +101,8 @@ const MAX_TEXT: usize = 254;
     params((
         "Idempotency-Key" = Option<String>, Header,
         description = "Makes retries safe: 1 to 255 visible ASCII characters, new for each \
-                       order"
+                       order",
+        min_length = 1, max_length = 255, pattern = r"^[!-~]+$"
     )),
     request_body(
         content = NewOrder,
