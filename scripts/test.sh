@@ -30,6 +30,9 @@ scripts/check-compose.sh
 say "k8s/ manifests (offline validation)"
 scripts/check-k8s.sh
 
+say "contract/asyncapi.json (the AsyncAPI initiative's parser)"
+scripts/check-asyncapi.sh
+
 require_postgres
 export SHOP_TEST_POSTGRES_URL=${SHOP_TEST_POSTGRES_URL:-$POSTGRES_URL}
 export DATABASE_URL=${DATABASE_URL:-$POSTGRES_URL/postgres}

@@ -42,6 +42,7 @@ macro_rules! event_data {
 
 /// A customer placed an order. Prices and the total come from the catalog, never the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OrderPlaced {
     pub order_id: Uuid,
@@ -53,6 +54,7 @@ pub struct OrderPlaced {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OrderLine {
@@ -63,6 +65,7 @@ pub struct OrderLine {
 
 /// Inventory set the order's stock aside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StockReserved {
     pub order_id: Uuid,
@@ -70,6 +73,7 @@ pub struct StockReserved {
 
 /// Inventory cannot cover the order; nothing was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StockRejected {
     pub order_id: Uuid,
@@ -78,6 +82,7 @@ pub struct StockRejected {
 
 /// Compensation: the stock reserved for a cancelled order is available again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StockReleased {
     pub order_id: Uuid,
@@ -85,6 +90,7 @@ pub struct StockReleased {
 
 /// The order's total is held on the customer's card, not yet taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PaymentAuthorized {
     pub order_id: Uuid,
@@ -94,6 +100,7 @@ pub struct PaymentAuthorized {
 
 /// The card refused the order's total.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PaymentDeclined {
     pub order_id: Uuid,
@@ -102,6 +109,7 @@ pub struct PaymentDeclined {
 
 /// The held amount is taken: the customer paid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PaymentCaptured {
     pub order_id: Uuid,
@@ -111,6 +119,7 @@ pub struct PaymentCaptured {
 
 /// Compensation: the hold for a cancelled order is dropped; nothing was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PaymentVoided {
     pub order_id: Uuid,
@@ -121,6 +130,7 @@ pub struct PaymentVoided {
 /// The saga's happy end: stock reserved and payment authorized. Carries what the services
 /// that act on it need, so none of them has to ask the Order Service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OrderConfirmed {
     pub order_id: Uuid,
@@ -136,6 +146,7 @@ pub struct OrderConfirmed {
 /// The saga's other end: a step refused the order (or never answered), and every step that
 /// went through is compensated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OrderCancelled {
     pub order_id: Uuid,

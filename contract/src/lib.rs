@@ -4,7 +4,9 @@
 //! - [`events`]: every event's payload, and which topic and service each belongs to;
 //! - [`topics`]: the topic names, their partitions and their dead-letter topics;
 //! - [`access`]: every principal's topics and consumer group;
-//! - [`catalog`]: the products every service knows.
+//! - [`catalog`]: the products every service knows;
+//! - `asyncapi` (feature `asyncapi`): all of the above as an AsyncAPI 3 document, for
+//!   consumers in any language.
 //!
 //! Every event type has a golden file in `tests/golden/` (one per version, e.g.
 //! `order_placed.v1.json`): the bytes a producer writes, checked in both directions by the
@@ -12,6 +14,8 @@
 //! server are in `shop-runtime`.
 
 pub mod access;
+#[cfg(feature = "asyncapi")]
+pub mod asyncapi;
 pub mod catalog;
 pub mod envelope;
 pub mod events;

@@ -1,6 +1,7 @@
 //! Every service's OpenAPI 3.1 document, generated from the code, and the routes that serve
-//! it: `/openapi.json`, and `/docs`, a Swagger UI compiled into the binary so that the page
-//! loads nothing from outside (users may have no internet access).
+//! it: `/openapi.json`, `/asyncapi.json` (the events, `shop_contract::asyncapi`), and `/docs`,
+//! a Swagger UI compiled into the binary so that the page loads nothing from outside (users
+//! may have no internet access).
 //!
 //! A service builds its API with `utoipa_axum`'s `OpenApiRouter` and `routes!`, so every
 //! documented operation is routed by construction, passes the result through [`document`]
@@ -196,10 +197,18 @@ pub fn routes(spec: OpenApi) -> Router {
         spec.to_pretty_json()
             .expect("an OpenAPI document serialises to JSON"),
     );
+    let events = Bytes::from(
+        serde_json::to_vec_pretty(&shop_contract::asyncapi::document())
+            .expect("the AsyncAPI document serialises to JSON"),
+    );
     Router::new()
         .route(
             "/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json) }),
+        )
+        .route(
+            "/asyncapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], events) }),
         )
         .route(
             "/docs",
@@ -268,7 +277,7 @@ struct OpsApi;
 /// that a document with both lists it once.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(ops::openapi_json, ops::docs),
+    paths(ops::openapi_json, ops::asyncapi_json, ops::docs),
     tags((name = OPS_TAG, description = OPS_TAG_DESCRIPTION))
 )]
 struct DocsApi;
@@ -348,6 +357,18 @@ mod ops {
                    content_type = "application/json")),
     )]
     fn openapi_json() {}
+
+    /// The events the services exchange over Kafka, in AsyncAPI 3.0: every topic and event,
+    /// payloads as JSON Schema, keys, headers, publishers and consumer groups. The same for
+    /// every service.
+    #[utoipa::path(
+        get,
+        path = "/asyncapi.json",
+        tag = OPS_TAG,
+        responses((status = 200, description = "The AsyncAPI document", body = Object,
+                   content_type = "application/json")),
+    )]
+    fn asyncapi_json() {}
 
     /// A viewer for this document (Swagger UI, served by the service itself).
     #[utoipa::path(
@@ -480,6 +501,7 @@ mod tests {
             "/metrics",
             "/assignment",
             "/openapi.json",
+            "/asyncapi.json",
             "/docs",
         ] {
             let get = &spec["paths"][path]["get"];
@@ -507,7 +529,10 @@ mod tests {
 
         let spec = serde_json::to_value(document_without_ops(Api::openapi())).unwrap();
         let paths: Vec<_> = spec["paths"].as_object().unwrap().keys().collect();
-        assert_eq!(paths, ["/docs", "/openapi.json", "/things"]);
+        assert_eq!(
+            paths,
+            ["/asyncapi.json", "/docs", "/openapi.json", "/things"]
+        );
         let responses = spec["paths"]["/things"]["get"]["responses"]
             .as_object()
             .unwrap();

@@ -25,12 +25,13 @@ use crate::outbox::RelayMetrics;
 pub const AN_ID: &str = "0b5f2c9e-3d4a-4f6b-9c1d-2e7a8b9c0d1e";
 
 /// The endpoints every service documents besides its own.
-pub const SHARED_PATHS: [&str; 6] = [
+pub const SHARED_PATHS: [&str; 7] = [
     "/healthz",
     "/readyz",
     "/metrics",
     "/assignment",
     "/openapi.json",
+    "/asyncapi.json",
     "/docs",
 ];
 

@@ -22,7 +22,14 @@ use tower::ServiceExt;
 
 /// What the dashboard's document lists besides its API: its own probes and metrics (it has
 /// no `/assignment`) and the documentation.
-const OPS_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"];
+const OPS_PATHS: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/asyncapi.json",
+    "/docs",
+];
 
 /// The dashboard's router as `Dashboard::build` assembles it, on an empty board, its
 /// `/readyz` asking librdkafka's in-process mock broker.
