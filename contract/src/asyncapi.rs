@@ -15,9 +15,6 @@ use crate::envelope::headers;
 use crate::events::*;
 use crate::topics;
 
-/// The W3C trace context header every event carries (see `shop_runtime::trace`).
-pub const TRACEPARENT: &str = "traceparent";
-
 /// One event type as the document lists it.
 struct Message {
     event_type: &'static str,
@@ -25,8 +22,6 @@ struct Message {
     topic: &'static str,
     /// `$ref` to the payload's schema in `components.schemas`.
     data: Value,
-    /// What the type's documentation says it means.
-    summary: String,
 }
 
 /// The AsyncAPI 3.0 document of the shop's events.
@@ -43,7 +38,6 @@ pub fn document() -> Value {
                 version: <$type as EventData>::VERSION,
                 topic: <$type as EventData>::TOPIC,
                 data,
-                summary: String::new(),
             });
         )*};
     }
@@ -60,17 +54,6 @@ pub fn document() -> Value {
         OrderCancelled,
     );
     let schemas: Map<String, Value> = generator.take_definitions(true);
-    for message in &mut messages {
-        let name = message.data["$ref"]
-            .as_str()
-            .and_then(|r| r.rsplit('/').next())
-            .unwrap_or_default();
-        message.summary = schemas[name]["description"]
-            .as_str()
-            .unwrap_or(message.event_type)
-            .to_owned();
-    }
-
     let mut channels = Map::new();
     for topic in topics::ALL {
         let on_topic: Map<String, Value> = messages
@@ -116,7 +99,10 @@ pub fn document() -> Value {
 
     let mut components_messages = Map::new();
     for message in &messages {
-        components_messages.insert(message.event_type.to_owned(), message_object(message));
+        components_messages.insert(
+            message.event_type.to_owned(),
+            message_object(message, &schemas),
+        );
     }
 
     json!({
@@ -140,13 +126,19 @@ pub fn document() -> Value {
     })
 }
 
-/// The message object of one event type: the envelope around its payload, its key, headers.
-fn message_object(message: &Message) -> Value {
+/// The message object of one event type: the envelope around its payload, its key, headers;
+/// its summary is what the payload type's documentation says it means.
+fn message_object(message: &Message, schemas: &Map<String, Value>) -> Value {
     let uuid = json!({ "type": "string", "format": "uuid" });
+    let summary = message.data["$ref"]
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+        .and_then(|name| schemas.get(name)?["description"].as_str())
+        .unwrap_or(message.event_type);
     json!({
         "name": message.event_type,
         "title": message.event_type,
-        "summary": message.summary,
+        "summary": summary,
         "contentType": "application/json",
         "headers": {
             "type": "object",
@@ -155,7 +147,7 @@ fn message_object(message: &Message) -> Value {
                 headers::EVENT_TYPE: { "const": message.event_type },
                 headers::EVENT_VERSION: { "const": message.version.to_string() },
                 headers::EVENT_ID: uuid,
-                TRACEPARENT: {
+                headers::TRACEPARENT: {
                     "type": "string",
                     "description": "W3C trace context of what caused the event",
                     "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",

@@ -19,6 +19,8 @@ pub mod headers {
     pub const EVENT_TYPE: &str = "event_type";
     pub const EVENT_VERSION: &str = "event_version";
     pub const EVENT_ID: &str = "event_id";
+    /// The W3C trace context of what caused the event (`shop_runtime::trace`).
+    pub const TRACEPARENT: &str = "traceparent";
 }
 
 /// Everything about an event except its payload.

@@ -30,7 +30,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 /// The header, as W3C Trace Context names it.
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: &str = shop_contract::envelope::headers::TRACEPARENT;
 
 static RECORDING: AtomicBool = AtomicBool::new(false);
 

@@ -260,11 +260,14 @@ pub fn with_problem_fallbacks(router: Router) -> Router {
 /// [`Problem::internal`] drops its cause. Error answers that are already JSON are left alone.
 async fn problem_for_plain_errors(response: Response) -> Response {
     let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
     let plain = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_none_or(|value| value.as_bytes().starts_with(b"text/plain"));
-    if !(status.is_client_error() || status.is_server_error()) || !plain {
+    if !plain {
         return response;
     }
     let (parts, body) = response.into_parts();
