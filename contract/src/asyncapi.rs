@@ -17,6 +17,9 @@ use crate::topics;
 
 /// One event type as the document lists it.
 struct Message {
+    /// The key in `components.messages`: the event type for its current version, with
+    /// `.v<N>` appended for an older version still read (`order_cancelled.v1`).
+    name: String,
     event_type: &'static str,
     version: u32,
     topic: &'static str,
@@ -32,14 +35,25 @@ pub fn document() -> Value {
     let mut messages = Vec::new();
     macro_rules! message {
         ($($type:ty),* $(,)?) => {$(
+            message!(@one $type, <$type as EventData>::EVENT_TYPE.to_owned());
+        )*};
+        (older: $($type:ty),* $(,)?) => {$(
+            message!(@one $type, format!(
+                "{}.v{}",
+                <$type as EventData>::EVENT_TYPE,
+                <$type as EventData>::VERSION
+            ));
+        )*};
+        (@one $type:ty, $name:expr) => {
             let data = generator.subschema_for::<$type>().to_value();
             messages.push(Message {
+                name: $name,
                 event_type: <$type as EventData>::EVENT_TYPE,
                 version: <$type as EventData>::VERSION,
                 topic: <$type as EventData>::TOPIC,
                 data,
             });
-        )*};
+        };
     }
     message!(
         OrderPlaced,
@@ -53,6 +67,8 @@ pub fn document() -> Value {
         OrderConfirmed,
         OrderCancelled,
     );
+    // Older versions consumers still read (docs/events.md, rule 3).
+    message!(older: v1::OrderCancelled);
     let schemas: Map<String, Value> = generator.take_definitions(true);
     let mut channels = Map::new();
     for topic in topics::ALL {
@@ -60,8 +76,8 @@ pub fn document() -> Value {
             .iter()
             .filter(|m| m.topic == topic)
             .map(|m| {
-                let reference = format!("#/components/messages/{}", m.event_type);
-                (m.event_type.to_owned(), json!({ "$ref": reference }))
+                let reference = format!("#/components/messages/{}", m.name);
+                (m.name.clone(), json!({ "$ref": reference }))
             })
             .collect();
         channels.insert(
@@ -99,10 +115,7 @@ pub fn document() -> Value {
 
     let mut components_messages = Map::new();
     for message in &messages {
-        components_messages.insert(
-            message.event_type.to_owned(),
-            message_object(message, &schemas),
-        );
+        components_messages.insert(message.name.clone(), message_object(message, &schemas));
     }
 
     json!({
@@ -136,8 +149,8 @@ fn message_object(message: &Message, schemas: &Map<String, Value>) -> Value {
         .and_then(|name| schemas.get(name)?["description"].as_str())
         .unwrap_or(message.event_type);
     json!({
-        "name": message.event_type,
-        "title": message.event_type,
+        "name": message.name,
+        "title": format!("{} (version {})", message.event_type, message.version),
         "summary": summary,
         "contentType": "application/json",
         "headers": {

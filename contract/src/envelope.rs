@@ -190,8 +190,14 @@ impl Envelope<Event> {
                 Event::OrderConfirmed(order)
             }
             <OrderCancelled as EventData>::EVENT_TYPE => {
-                let order: OrderCancelled = decode_data(&meta, raw.data)?;
-                order.validate().map_err(|reason| invalid(&meta, reason))?;
+                // Version 1 is upcast: the same cancellation, its cause unknown.
+                let order: OrderCancelled = match meta.event_version {
+                    1 => decode_data::<v1::OrderCancelled>(&meta, raw.data)?.into(),
+                    _ => decode_data(&meta, raw.data)?,
+                };
+                order
+                    .validate(meta.event_version)
+                    .map_err(|reason| invalid(&meta, reason))?;
                 Event::OrderCancelled(order)
             }
             other => return Err(DecodeError::UnknownEventType(other.to_owned())),
@@ -356,7 +362,7 @@ mod tests {
                 }),
             ),
             (
-                include_str!("../tests/golden/order_cancelled.v1.json"),
+                include_str!("../tests/golden/order_cancelled.v2.json"),
                 Event::OrderCancelled(OrderCancelled {
                     order_id,
                     customer_id: placed.customer_id.clone(),
@@ -366,6 +372,7 @@ mod tests {
                     currency: placed.currency.clone(),
                     placed_at,
                     reason: short,
+                    cause: Some(CancelCause::StockRejected),
                 }),
             ),
         ]
@@ -436,9 +443,68 @@ mod tests {
         assert_eq!(err.kind(), "invalid_data", "{err}");
     }
 
+    const GOLDEN_CANCELLED_V1: &str = include_str!("../tests/golden/order_cancelled.v1.json");
+    const GOLDEN_CANCELLED_V2: &str = include_str!("../tests/golden/order_cancelled.v2.json");
+
+    fn cancelled(golden: &str) -> OrderCancelled {
+        match Envelope::decode(Some(golden.as_bytes())).unwrap().data {
+            Event::OrderCancelled(order) => order,
+            other => panic!("not a cancellation: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_version_1_cancellation_is_read_as_the_same_cancellation_with_its_cause_unknown() {
+        let v1 = cancelled(GOLDEN_CANCELLED_V1);
+        let v2 = cancelled(GOLDEN_CANCELLED_V2);
+        assert_eq!(v1.cause, None);
+        assert_eq!(v2.cause, Some(CancelCause::StockRejected));
+        assert_eq!(OrderCancelled { cause: None, ..v2 }, v1);
+    }
+
+    #[test]
+    fn a_producer_that_still_writes_version_1_writes_exactly_what_version_1_wrote() {
+        let golden = as_value(GOLDEN_CANCELLED_V1.as_bytes());
+        let mut envelope = Envelope::new(
+            v1::OrderCancelled::from(cancelled(GOLDEN_CANCELLED_V2)),
+            golden["occurred_at"].as_str().unwrap().parse().unwrap(),
+        );
+        envelope.meta.event_id = golden["event_id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(as_value(&envelope.to_json()), golden);
+    }
+
+    #[test]
+    fn a_version_2_cancellation_must_name_its_cause_and_a_version_1_must_not() {
+        let mut value = as_value(GOLDEN_CANCELLED_V2.as_bytes());
+        value["data"].as_object_mut().unwrap().remove("cause");
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert_eq!(err.kind(), "invalid_data", "{err}");
+
+        let mut value = as_value(GOLDEN_CANCELLED_V1.as_bytes());
+        value["data"]["cause"] = "timed_out".into();
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert_eq!(err.kind(), "malformed_data", "{err}");
+
+        let mut value = as_value(GOLDEN_CANCELLED_V2.as_bytes());
+        value["data"]["cause"] = "bored".into();
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert_eq!(err.kind(), "malformed_data", "{err}");
+    }
+
+    #[test]
+    fn a_version_3_cancellation_is_unsupported_until_a_consumer_learns_it() {
+        let mut value = as_value(GOLDEN_CANCELLED_V2.as_bytes());
+        value["event_version"] = 3.into();
+        let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::UnsupportedVersion { version: 3, .. }),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_cancellation_without_a_reason_is_invalid() {
-        let golden = include_str!("../tests/golden/order_cancelled.v1.json");
+        let golden = GOLDEN_CANCELLED_V2;
         let mut value = as_value(golden.as_bytes());
         value["data"]["reason"] = " ".into();
         let err = Envelope::decode(Some(&serde_json::to_vec(&value).unwrap())).unwrap_err();

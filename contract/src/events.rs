@@ -28,9 +28,12 @@ pub trait EventData: Serialize {
 
 macro_rules! event_data {
     ($type:ty, $name:literal, $topic:expr) => {
+        event_data!($type, $name, $topic, 1);
+    };
+    ($type:ty, $name:literal, $topic:expr, $version:literal) => {
         impl EventData for $type {
             const EVENT_TYPE: &'static str = $name;
-            const VERSION: u32 = 1;
+            const VERSION: u32 = $version;
             const TOPIC: &'static str = $topic;
 
             fn order_id(&self) -> Uuid {
@@ -145,6 +148,8 @@ pub struct OrderConfirmed {
 
 /// The saga's other end: a step refused the order (or never answered), and every step that
 /// went through is compensated.
+///
+/// Version 2 added `cause`; version 1 events are still read, with no cause.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -158,6 +163,101 @@ pub struct OrderCancelled {
     pub placed_at: DateTime<Utc>,
     /// Why, in words fit for the customer.
     pub reason: String,
+    /// Why, as a value a program can act on: always present since version 2. (Read from a
+    /// version 1 event, which did not carry it, it is `None` in Rust.)
+    #[cfg_attr(feature = "asyncapi", schemars(required, with = "CancelCause"))]
+    pub cause: Option<CancelCause>,
+}
+
+/// Which step ended an order as cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CancelCause {
+    /// Inventory could not cover the order (`stock_rejected`).
+    StockRejected,
+    /// The card refused the total (`payment_declined`).
+    PaymentDeclined,
+    /// A step did not answer within the saga's time-out.
+    TimedOut,
+}
+
+impl CancelCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelCause::StockRejected => "stock_rejected",
+            CancelCause::PaymentDeclined => "payment_declined",
+            CancelCause::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Earlier versions of events, frozen as they were released. Each is still read (and
+/// upcast to the current type) for as long as a topic or a dead-letter topic can hold it,
+/// and can still be written while consumers that know only it are being upgraded.
+pub mod v1 {
+    use super::*;
+
+    /// `order_cancelled` version 1: everything version 2 has except `cause`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
+    #[cfg_attr(feature = "asyncapi", schemars(rename = "OrderCancelledV1"))]
+    #[serde(deny_unknown_fields)]
+    pub struct OrderCancelled {
+        pub order_id: Uuid,
+        pub customer_id: String,
+        pub customer_email: String,
+        pub items: Vec<OrderLine>,
+        pub total_cents: i64,
+        pub currency: String,
+        pub placed_at: DateTime<Utc>,
+        /// Why, in words fit for the customer.
+        pub reason: String,
+    }
+
+    impl EventData for OrderCancelled {
+        const EVENT_TYPE: &'static str = "order_cancelled";
+        const VERSION: u32 = 1;
+        const TOPIC: &'static str = crate::topics::ORDERS;
+
+        fn order_id(&self) -> Uuid {
+            self.order_id
+        }
+    }
+
+    /// The upcaster: a version 1 cancellation as the current type, its cause unknown.
+    impl From<OrderCancelled> for super::OrderCancelled {
+        fn from(v1: OrderCancelled) -> Self {
+            super::OrderCancelled {
+                order_id: v1.order_id,
+                customer_id: v1.customer_id,
+                customer_email: v1.customer_email,
+                items: v1.items,
+                total_cents: v1.total_cents,
+                currency: v1.currency,
+                placed_at: v1.placed_at,
+                reason: v1.reason,
+                cause: None,
+            }
+        }
+    }
+
+    /// The downcaster, for a producer that still writes version 1: the cause is dropped
+    /// (the reason still says it in words).
+    impl From<super::OrderCancelled> for OrderCancelled {
+        fn from(current: super::OrderCancelled) -> Self {
+            OrderCancelled {
+                order_id: current.order_id,
+                customer_id: current.customer_id,
+                customer_email: current.customer_email,
+                items: current.items,
+                total_cents: current.total_cents,
+                currency: current.currency,
+                placed_at: current.placed_at,
+                reason: current.reason,
+            }
+        }
+    }
 }
 
 event_data!(OrderPlaced, "order_placed", crate::topics::ORDERS);
@@ -173,7 +273,7 @@ event_data!(PaymentDeclined, "payment_declined", crate::topics::PAYMENTS);
 event_data!(PaymentCaptured, "payment_captured", crate::topics::PAYMENTS);
 event_data!(PaymentVoided, "payment_voided", crate::topics::PAYMENTS);
 event_data!(OrderConfirmed, "order_confirmed", crate::topics::ORDERS);
-event_data!(OrderCancelled, "order_cancelled", crate::topics::ORDERS);
+event_data!(OrderCancelled, "order_cancelled", crate::topics::ORDERS, 2);
 
 impl OrderPlaced {
     pub const EVENT_TYPE: &'static str = <Self as EventData>::EVENT_TYPE;
@@ -193,9 +293,14 @@ impl OrderConfirmed {
 }
 
 impl OrderCancelled {
-    pub fn validate(&self) -> Result<(), String> {
+    /// `version` is the version it was read from: since version 2 a cancellation names its
+    /// cause.
+    pub fn validate(&self, version: u32) -> Result<(), String> {
         if self.reason.trim().is_empty() {
             return Err("a cancellation has no reason".into());
+        }
+        if version >= 2 && self.cause.is_none() {
+            return Err("a version 2 cancellation names no cause".into());
         }
         validate_order(&self.customer_email, &self.items, self.total_cents)
     }

@@ -37,11 +37,22 @@ fn every_golden_file_validates_against_its_message_and_every_topic_is_a_channel(
         .map(|entry| entry.unwrap().path())
         .collect();
     golden.sort();
-    assert_eq!(golden.len(), messages.len(), "a golden file per event type");
+    assert_eq!(
+        golden.len(),
+        messages.len(),
+        "a golden file per event type and version"
+    );
     for path in golden {
         let event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let event_type = event["event_type"].as_str().unwrap();
-        let message = &messages[event_type];
+        let version = &event["event_version"];
+        let message = messages
+            .values()
+            .find(|m| {
+                m["payload"]["properties"]["event_type"]["const"] == event_type
+                    && &m["payload"]["properties"]["event_version"]["const"] == version
+            })
+            .unwrap_or_else(|| panic!("no message for {event_type} version {version}"));
         // The payload schema with the document's components beside it, so its `$ref`s resolve.
         let mut schema = message["payload"].clone();
         schema["$schema"] = json!("http://json-schema.org/draft-07/schema#");

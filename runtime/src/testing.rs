@@ -9,15 +9,38 @@ use uuid::Uuid;
 use crate::envelope::{Envelope, Event};
 use crate::kafka::{Handler, HandlerError};
 
-/// The golden `event_type` event (`shop_contract::GOLDEN_DIR`) about `order_id`, with a new event id and
-/// `occurred_at` now; `tweak` may change the JSON before it is decoded.
+/// The golden `event_type` event of its current version (`shop_contract::GOLDEN_DIR`) about
+/// `order_id`, with a new event id and `occurred_at` now; `tweak` may change the JSON before
+/// it is decoded.
 pub fn golden_event(
     event_type: &str,
     order_id: Uuid,
     tweak: impl FnOnce(&mut Value),
 ) -> Envelope<Event> {
-    let path = format!("{}/{event_type}.v1.json", shop_contract::GOLDEN_DIR);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
+    let newest = (1..)
+        .map(|version| golden_path(event_type, version))
+        .take_while(|path| std::path::Path::new(path).exists())
+        .last();
+    golden_event_at(
+        &newest.unwrap_or_else(|| panic!("no golden file for {event_type}")),
+        order_id,
+        tweak,
+    )
+}
+
+/// The golden file of `event_type` at `version`.
+pub fn golden_path(event_type: &str, version: u32) -> String {
+    format!("{}/{event_type}.v{version}.json", shop_contract::GOLDEN_DIR)
+}
+
+/// Like [`golden_event`], from one golden file (an older version, say).
+pub fn golden_event_at(
+    path: &str,
+    order_id: Uuid,
+    tweak: impl FnOnce(&mut Value),
+) -> Envelope<Event> {
+    let event_type = path.rsplit('/').next().unwrap_or(path);
+    let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
     let mut value: Value = serde_json::from_str(&text).expect("golden files are JSON");
     value["event_id"] = json!(Uuid::new_v4());
     value["occurred_at"] = json!(chrono::Utc::now());
