@@ -176,6 +176,19 @@ struct Row {
     traceparent: Option<String>,
 }
 
+/// The `event_version` of a stored envelope, for its header. The outbox stores exactly the
+/// bytes `OutboxMessage::of` wrote, so it is always there; an unreadable one sends `0`
+/// rather than holding back the events behind it (the consumer reads the body's version).
+fn version_of(payload: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        event_version: u32,
+    }
+    serde_json::from_slice::<Versioned>(payload)
+        .map_or(0, |envelope| envelope.event_version)
+        .to_string()
+}
+
 impl OutboxRelay {
     /// Publishes until `shutdown`; the batch in hand gets [`SHUTDOWN_GRACE`] to finish, then
     /// the producer is flushed.
@@ -248,13 +261,17 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let event_ids: Vec<String> = rows.iter().map(|row| row.event_id.to_string()).collect();
+        let ids: Vec<(String, String)> = rows
+            .iter()
+            .map(|row| (row.event_id.to_string(), version_of(&row.payload)))
+            .collect();
         let sends = rows
             .iter()
-            .zip(&event_ids)
-            .map(|(row, event_id)| async move {
+            .zip(&ids)
+            .map(|(row, (event_id, version))| async move {
                 let mut headers: Vec<(&str, &[u8])> = vec![
                     (headers::EVENT_TYPE, row.event_type.as_bytes()),
+                    (headers::EVENT_VERSION, version.as_bytes()),
                     (headers::EVENT_ID, event_id.as_bytes()),
                 ];
                 if let Some(traceparent) = &row.traceparent {
