@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use crate::saga::CancelledVersion;
 use shop_runtime::config::{CommonArgs, ServiceIdentity, ServiceSettings};
 
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
@@ -23,12 +24,17 @@ pub struct Config {
     /// authorization outlives it by days.
     #[arg(long, env = "SAGA_TIMEOUT_SECS", default_value_t = 900)]
     pub saga_timeout_secs: u64,
+    /// The version of `order_cancelled` to write: 2 (with `cause`), or 1 while consumers that
+    /// read only version 1 still run, during a rolling upgrade (docs/events.md).
+    #[arg(long, env = "ORDER_CANCELLED_VERSION", value_enum, default_value = "2")]
+    pub order_cancelled_version: CancelledVersion,
 }
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub service: ServiceSettings,
     pub saga_timeout: Duration,
+    pub order_cancelled_version: CancelledVersion,
 }
 
 impl Config {
@@ -37,6 +43,7 @@ impl Config {
         Ok(Settings {
             service: ServiceSettings::from_args(IDENTITY, self.common)?,
             saga_timeout: Duration::from_secs(self.saga_timeout_secs),
+            order_cancelled_version: self.order_cancelled_version,
         })
     }
 }
@@ -47,6 +54,7 @@ impl Settings {
         Settings {
             service,
             saga_timeout: Duration::from_secs(900),
+            order_cancelled_version: CancelledVersion::default(),
         }
     }
 }

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use shop_runtime::catalog::money;
 use shop_runtime::kafka::{Applied, Handler, HandlerError};
 use shop_runtime::outbox::{self, OutboxMessage};
-use shop_runtime::{Envelope, Event, OrderCancelled, OrderConfirmed};
+use shop_runtime::{CancelCause, Envelope, Event, OrderCancelled, OrderConfirmed, v1};
 use sqlx::{FromRow, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +29,34 @@ use uuid::Uuid;
 
 use crate::db::{OrderItem, Status};
 
-/// Consumes Inventory's and Payment's answers and decides each order.
-pub struct DecideOrders;
+/// Consumes Inventory's and Payment's answers and decides each order; cancellations are
+/// written as the given version of `order_cancelled`.
+pub struct DecideOrders(pub CancelledVersion);
+
+/// Which version of `order_cancelled` the saga writes (`ORDER_CANCELLED_VERSION`): the
+/// current one, 2, unless consumers that read only version 1 still run. A rolling upgrade
+/// sets 1 until every consumer reads version 2, then drops the setting (docs/events.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CancelledVersion {
+    /// Version 1: no `cause` (the reason still says it in words).
+    #[value(name = "1")]
+    V1,
+    /// Version 2: with `cause`.
+    #[default]
+    #[value(name = "2")]
+    V2,
+}
+
+impl CancelledVersion {
+    fn outbox_message(self, cancelled: OrderCancelled, now: DateTime<Utc>) -> OutboxMessage {
+        match self {
+            CancelledVersion::V1 => {
+                OutboxMessage::of(&Envelope::new(v1::OrderCancelled::from(cancelled), now))
+            }
+            CancelledVersion::V2 => OutboxMessage::of(&Envelope::new(cancelled, now)),
+        }
+    }
+}
 
 /// An order as the saga sees it, locked for the decision.
 #[derive(Debug, FromRow)]
@@ -46,9 +72,9 @@ struct SagaOrder {
     payment: Option<String>,
     #[sqlx(json)]
     items: Vec<OrderItem>,
-    /// The first refusal's reason, while it is being decided.
+    /// The first refusal and its reason, while it is being decided.
     #[sqlx(skip)]
-    refusal: Option<String>,
+    refusal: Option<(CancelCause, String)>,
 }
 
 /// The orders `ids`, with their items, locked in id order so that two instances deciding
@@ -109,9 +135,17 @@ impl Handler for DecideOrders {
             let order = orders.get_mut(&step.order_id).expect("locked above");
             let answered = match &event.data {
                 Event::StockReserved(_) => Some(("stock", "reserved", None)),
-                Event::StockRejected(e) => Some(("stock", "rejected", Some(&e.reason))),
+                Event::StockRejected(e) => Some((
+                    "stock",
+                    "rejected",
+                    Some((CancelCause::StockRejected, &e.reason)),
+                )),
                 Event::PaymentAuthorized(_) => Some(("payment", "authorized", None)),
-                Event::PaymentDeclined(e) => Some(("payment", "declined", Some(&e.reason))),
+                Event::PaymentDeclined(e) => Some((
+                    "payment",
+                    "declined",
+                    Some((CancelCause::PaymentDeclined, &e.reason)),
+                )),
                 // Compensations and captures: recorded in the timeline, nothing to decide.
                 _ => None,
             };
@@ -122,8 +156,8 @@ impl Handler for DecideOrders {
                     &mut order.payment
                 };
                 *slot = Some(answer.to_owned());
-                if let Some(reason) = refusal {
-                    order.refusal.get_or_insert_with(|| reason.clone());
+                if let Some((cause, reason)) = refusal {
+                    order.refusal.get_or_insert_with(|| (cause, reason.clone()));
                 }
                 touched.insert(order.id);
             }
@@ -131,7 +165,7 @@ impl Handler for DecideOrders {
 
         let decisions: Vec<Decision> = touched
             .iter()
-            .filter_map(|id| decide(&orders[id], None))
+            .filter_map(|id| decide(&orders[id], None, self.0))
             .collect();
         save(tx, touched.iter().map(|id| &orders[id]), &decisions).await?;
         Ok(Applied {
@@ -194,7 +228,11 @@ struct Decision {
 
 /// Decides a pending order once its answers allow: any refusal cancels it, two agreements
 /// confirm it. `timed_out` cancels it whatever is still missing, with that as the reason.
-fn decide(order: &SagaOrder, timed_out: Option<&str>) -> Option<Decision> {
+fn decide(
+    order: &SagaOrder,
+    timed_out: Option<&str>,
+    version: CancelledVersion,
+) -> Option<Decision> {
     if order.status != Status::Pending {
         return None;
     }
@@ -225,12 +263,19 @@ fn decide(order: &SagaOrder, timed_out: Option<&str>) -> Option<Decision> {
             event: OutboxMessage::of(&event),
         });
     }
-    let reason = match (refused, timed_out) {
-        (true, _) => order.refusal.clone().unwrap_or_else(|| "refused".into()),
-        (false, Some(reason)) => reason.to_owned(),
+    let (cause, reason) = match (refused, timed_out) {
+        (true, _) => order.refusal.clone().unwrap_or_else(|| {
+            let cause = if order.stock.as_deref() == Some("rejected") {
+                CancelCause::StockRejected
+            } else {
+                CancelCause::PaymentDeclined
+            };
+            (cause, "refused".into())
+        }),
+        (false, Some(reason)) => (CancelCause::TimedOut, reason.to_owned()),
         (false, None) => return None,
     };
-    let event = Envelope::new(
+    let event = version.outbox_message(
         OrderCancelled {
             order_id: order.id,
             customer_id: order.customer_id.clone(),
@@ -240,15 +285,16 @@ fn decide(order: &SagaOrder, timed_out: Option<&str>) -> Option<Decision> {
             currency: order.currency.clone(),
             placed_at: order.created_at,
             reason: reason.clone(),
+            cause: Some(cause),
         },
         now,
     );
-    tracing::info!(order_id = %order.id, %reason, "order cancelled");
+    tracing::info!(order_id = %order.id, %reason, cause = cause.as_str(), "order cancelled");
     Some(Decision {
         order_id: order.id,
         status: Status::Cancelled,
         reason: Some(reason),
-        event: OutboxMessage::of(&event),
+        event,
     })
 }
 
@@ -313,7 +359,12 @@ async fn save<'a>(
 
 /// Cancels, with the reason, up to `limit` orders still pending `timeout` after they were
 /// placed; returns how many. Replicas share the work (`SKIP LOCKED`).
-pub async fn expire(pool: &PgPool, timeout: Duration, limit: i64) -> anyhow::Result<usize> {
+pub async fn expire(
+    pool: &PgPool,
+    timeout: Duration,
+    limit: i64,
+    version: CancelledVersion,
+) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await.context("cannot open a transaction")?;
     let cutoff = Utc::now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX);
     let ids: Vec<Uuid> = sqlx::query_scalar(
@@ -346,7 +397,7 @@ pub async fn expire(pool: &PgPool, timeout: Duration, limit: i64) -> anyhow::Res
                 missing.join(" and "),
                 timeout.as_secs()
             );
-            decide(order, Some(&reason))
+            decide(order, Some(&reason), version)
         })
         .collect();
     save(&mut tx, std::iter::empty(), &decisions)
@@ -361,13 +412,14 @@ pub async fn expire(pool: &PgPool, timeout: Duration, limit: i64) -> anyhow::Res
 pub async fn expire_until_stopped(
     pool: PgPool,
     timeout: Duration,
+    version: CancelledVersion,
     relay_wake: Arc<Notify>,
     timed_out: prometheus_client::metrics::counter::Counter,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let every = (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match expire(&pool, timeout, 200).await {
+        match expire(&pool, timeout, 200, version).await {
             Ok(0) => {}
             Ok(cancelled) => {
                 tracing::warn!(

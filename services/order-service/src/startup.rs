@@ -35,6 +35,7 @@ pub struct Application {
 struct SagaTimeout {
     pool: sqlx::PgPool,
     timeout: std::time::Duration,
+    version: saga::CancelledVersion,
     relay_wake: Arc<Notify>,
     timed_out: Counter,
 }
@@ -84,7 +85,7 @@ impl Application {
         let consumer = EventConsumer::connect(
             &service.kafka,
             pool.clone(),
-            DecideOrders,
+            DecideOrders(settings.order_cancelled_version),
             RetryPolicy::default(),
             consumer_metrics.clone(),
             relay_wake.clone(),
@@ -134,6 +135,7 @@ impl Application {
             saga: SagaTimeout {
                 pool,
                 timeout: settings.saga_timeout,
+                version: settings.order_cancelled_version,
                 relay_wake,
                 timed_out,
             },
@@ -162,6 +164,7 @@ impl Application {
             saga::expire_until_stopped(
                 self.saga.pool,
                 self.saga.timeout,
+                self.saga.version,
                 self.saga.relay_wake,
                 self.saga.timed_out,
                 stop.clone(),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use order_service::db::MIGRATOR;
-use order_service::saga::{self, DecideOrders};
+use order_service::saga::{self, CancelledVersion, DecideOrders};
 use serde_json::{Value, json};
 use shop_runtime::kafka::HandlerError;
 use shop_runtime::testing;
@@ -47,7 +47,7 @@ fn answer(event_type: &str, order_id: Uuid) -> Envelope<Event> {
 
 /// Applies `events` in one transaction, as the consumer would; returns the repeats.
 async fn apply(pool: &PgPool, events: &[Envelope<Event>]) -> Result<usize, HandlerError> {
-    testing::apply(&DecideOrders, pool, events).await
+    testing::apply(&DecideOrders(CancelledVersion::V2), pool, events).await
 }
 
 async fn status(pool: &PgPool, order_id: Uuid) -> (String, Option<String>) {
@@ -152,6 +152,7 @@ async fn a_rejection_cancels_the_order_at_once_with_its_reason_and_a_late_author
     let published = decisions(&pool, id).await;
     assert_eq!(published.len(), 1, "{published:?}");
     assert_eq!(published[0]["event_type"], "order_cancelled");
+    assert_eq!(published[0]["data"]["cause"], "stock_rejected");
     assert!(
         published[0]["data"]["reason"]
             .as_str()
@@ -187,10 +188,9 @@ async fn a_declined_payment_cancels_the_order_even_with_the_stock_reserved(pool:
     let (state, reason) = status(&pool, id).await;
     assert_eq!(state, "cancelled");
     assert!(reason.unwrap().contains("card limit"));
-    assert_eq!(
-        decisions(&pool, id).await[0]["event_type"],
-        "order_cancelled"
-    );
+    let published = decisions(&pool, id).await;
+    assert_eq!(published[0]["event_type"], "order_cancelled");
+    assert_eq!(published[0]["data"]["cause"], "payment_declined");
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
@@ -239,24 +239,51 @@ async fn an_order_nobody_answers_in_time_is_cancelled_naming_who_did_not_answer(
     apply(&pool, &[answer("stock_reserved", id)]).await.unwrap();
 
     assert_eq!(
-        saga::expire(&pool, Duration::from_secs(3600), 10)
+        saga::expire(&pool, Duration::from_secs(3600), 10, CancelledVersion::V2)
             .await
             .unwrap(),
         0,
         "not yet due"
     );
-    assert_eq!(saga::expire(&pool, Duration::ZERO, 10).await.unwrap(), 1);
+    assert_eq!(
+        saga::expire(&pool, Duration::ZERO, 10, CancelledVersion::V2)
+            .await
+            .unwrap(),
+        1
+    );
 
     let (state, reason) = status(&pool, id).await;
     assert_eq!(state, "cancelled");
     assert_eq!(reason.as_deref(), Some("no answer from payment within 0 s"));
+    let published = decisions(&pool, id).await;
+    assert_eq!(published[0]["event_type"], "order_cancelled");
+    assert_eq!(published[0]["data"]["cause"], "timed_out");
     assert_eq!(
-        decisions(&pool, id).await[0]["event_type"],
-        "order_cancelled"
-    );
-    assert_eq!(
-        saga::expire(&pool, Duration::ZERO, 10).await.unwrap(),
+        saga::expire(&pool, Duration::ZERO, 10, CancelledVersion::V2)
+            .await
+            .unwrap(),
         0,
         "decided once"
     );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn during_a_rolling_upgrade_the_saga_writes_the_cancellation_as_version_1(pool: PgPool) {
+    order_service::db::seed_catalog(&pool).await.unwrap();
+    let id = place(&pool, 1).await;
+
+    let still_v1 = DecideOrders(CancelledVersion::V1);
+    testing::apply(&still_v1, &pool, &[answer("stock_rejected", id)])
+        .await
+        .unwrap();
+
+    let published = decisions(&pool, id).await;
+    assert_eq!(published[0]["event_type"], "order_cancelled");
+    assert_eq!(published[0]["event_version"], 1);
+    assert!(published[0]["data"].get("cause").is_none(), "{published:?}");
+    let bytes = serde_json::to_vec(&published[0]).unwrap();
+    let Event::OrderCancelled(read) = Envelope::decode(Some(&bytes)).unwrap().data else {
+        panic!("not a cancellation");
+    };
+    assert_eq!(read.cause, None, "read back by a version 2 consumer");
 }
