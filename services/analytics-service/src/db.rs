@@ -22,6 +22,18 @@ pub struct OrderCounts {
     pub placed: i64,
     pub confirmed: i64,
     pub cancelled: i64,
+    /// The cancelled orders by what ended them.
+    pub cancelled_by: CancelledBy,
+}
+
+/// Cancelled orders per cause (`order_cancelled`'s `cause`). `unknown` counts those whose
+/// event did not say: version 1 events, and orders cancelled before version 2.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CancelledBy {
+    pub stock_rejected: i64,
+    pub payment_declined: i64,
+    pub timed_out: i64,
+    pub unknown: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow, utoipa::ToSchema)]
@@ -49,6 +61,23 @@ pub async fn stats(pool: &PgPool, top: i64) -> sqlx::Result<Stats> {
     )
     .fetch_one(pool)
     .await?;
+    let cancelled_by = sqlx::query_as(
+        "SELECT coalesce(sum(orders) FILTER (WHERE cause = 'stock_rejected'), 0)::bigint,
+                coalesce(sum(orders) FILTER (WHERE cause = 'payment_declined'), 0)::bigint,
+                coalesce(sum(orders) FILTER (WHERE cause = 'timed_out'), 0)::bigint,
+                coalesce(sum(orders) FILTER (WHERE cause = 'unknown'), 0)::bigint
+         FROM cancellation_causes",
+    )
+    .fetch_one(pool)
+    .await
+    .map(
+        |(stock_rejected, payment_declined, timed_out, unknown)| CancelledBy {
+            stock_rejected,
+            payment_declined,
+            timed_out,
+            unknown,
+        },
+    )?;
     let revenue =
         sqlx::query_as("SELECT currency, orders, revenue_cents FROM revenue ORDER BY currency")
             .fetch_all(pool)
@@ -70,6 +99,7 @@ pub async fn stats(pool: &PgPool, top: i64) -> sqlx::Result<Stats> {
             placed,
             confirmed,
             cancelled,
+            cancelled_by,
         },
         revenue,
         top_items,

@@ -2,7 +2,8 @@
 //! - `order_placed`: one more order placed;
 //! - `order_confirmed`: one more confirmed, and its total and items added to the revenue and
 //!   item sales, which count confirmed orders only;
-//! - `order_cancelled`: one more cancelled.
+//! - `order_cancelled`: one more cancelled, and one more for its cause (`unknown` for a
+//!   version 1 event, which did not say).
 //!
 //! Each order counts once per kind. A placement replayed from the dead-letter topic after its
 //! order was cancelled still counts as placed: it was.
@@ -44,10 +45,13 @@ struct Count<'a> {
     currency: &'a str,
     items: &'a [OrderLine],
     occurred_at: DateTime<Utc>,
+    /// A cancellation's cause, as `cancellation_causes.cause` stores it.
+    cause: Option<&'static str>,
 }
 
 impl<'a> Count<'a> {
     fn of(event: &'a Envelope<Event>) -> Option<Self> {
+        let mut cause = None;
         let (kind, order_id, total_cents, currency, items) = match &event.data {
             Event::OrderPlaced(o) => (
                 Kind::Placed,
@@ -63,13 +67,16 @@ impl<'a> Count<'a> {
                 &o.currency,
                 &o.items,
             ),
-            Event::OrderCancelled(o) => (
-                Kind::Cancelled,
-                o.order_id,
-                o.total_cents,
-                &o.currency,
-                &o.items,
-            ),
+            Event::OrderCancelled(o) => {
+                cause = Some(o.cause.map_or("unknown", |cause| cause.as_str()));
+                (
+                    Kind::Cancelled,
+                    o.order_id,
+                    o.total_cents,
+                    &o.currency,
+                    &o.items,
+                )
+            }
             // The other services' answers are steps along the way, not counted.
             _ => return None,
         };
@@ -80,6 +87,7 @@ impl<'a> Count<'a> {
             currency,
             items,
             occurred_at: event.meta.occurred_at,
+            cause,
         })
     }
 }
@@ -104,6 +112,7 @@ impl Handler for CountOrders {
         let mut orders: BTreeMap<&str, i64> = BTreeMap::new();
         let mut revenue: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         let mut items: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
+        let mut causes: BTreeMap<&str, i64> = BTreeMap::new();
         let mut repeated_orders = 0;
         for count in &counts {
             if !new.remove(&(count.order_id, count.kind.as_str().to_owned())) {
@@ -111,6 +120,9 @@ impl Handler for CountOrders {
                 continue;
             }
             *orders.entry(count.kind.as_str()).or_default() += 1;
+            if let Some(cause) = count.cause {
+                *causes.entry(cause).or_default() += 1;
+            }
             if count.kind == Kind::Confirmed {
                 let totals = revenue.entry(count.currency).or_default();
                 totals.0 += 1;
@@ -127,7 +139,7 @@ impl Handler for CountOrders {
         if repeated_orders > 0 {
             tracing::warn!(repeated_orders, "these orders were counted before");
         }
-        add(tx, &orders, &revenue, &items).await?;
+        add(tx, &orders, &revenue, &items, &causes).await?;
         Ok(Applied { repeated_orders })
     }
 }
@@ -165,7 +177,20 @@ async fn add(
     orders: &BTreeMap<&str, i64>,
     revenue: &BTreeMap<&str, (i64, i64)>,
     items: &BTreeMap<&str, (i64, i64, i64)>,
+    causes: &BTreeMap<&str, i64>,
 ) -> sqlx::Result<()> {
+    if !causes.is_empty() {
+        sqlx::query(
+            "INSERT INTO cancellation_causes (cause, orders)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[])
+             ON CONFLICT (cause) DO UPDATE
+             SET orders = cancellation_causes.orders + EXCLUDED.orders",
+        )
+        .bind(causes.keys().collect::<Vec<_>>())
+        .bind(causes.values().collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
     if !orders.is_empty() {
         sqlx::query(
             "INSERT INTO order_counts (kind, orders)

@@ -2,7 +2,7 @@
 //! as placed and once as decided, revenue and item sales from confirmed orders only.
 
 use analytics_service::CountOrders;
-use analytics_service::db::{self, MIGRATOR, OrderCounts, Stats};
+use analytics_service::db::{self, CancelledBy, MIGRATOR, OrderCounts, Stats};
 use serde_json::{Value, json};
 use shop_runtime::kafka::HandlerError;
 use shop_runtime::testing;
@@ -27,11 +27,16 @@ async fn stats(pool: &PgPool) -> Stats {
     db::stats(pool, 10).await.unwrap()
 }
 
+/// The counts, every cancellation as the golden one: for lack of stock.
 fn counts(placed: i64, confirmed: i64, cancelled: i64) -> OrderCounts {
     OrderCounts {
         placed,
         confirmed,
         cancelled,
+        cancelled_by: CancelledBy {
+            stock_rejected: cancelled,
+            ..CancelledBy::default()
+        },
     }
 }
 
@@ -255,10 +260,43 @@ async fn stats_show_orders_by_outcome_and_revenue_from_confirmed_orders(pool: Pg
     assert_eq!(
         stats,
         json!({
-            "orders": {"placed": 2, "confirmed": 1, "cancelled": 1},
+            "orders": {"placed": 2, "confirmed": 1, "cancelled": 1, "cancelled_by": {
+                "stock_rejected": 1, "payment_declined": 0, "timed_out": 0, "unknown": 0}},
             "revenue": [{"currency": "EUR", "orders": 1, "revenue_cents": GOLDEN_TOTAL}],
             "top_items": [{"sku": "CB-005", "quantity": 3, "revenue_cents": 3_897, "orders": 1}],
             "orders_last_minute": 2,
         })
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn cancellations_count_per_cause_and_a_version_1_cancellation_as_unknown(pool: PgPool) {
+    let (v1, timed_out, declined) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let v1_path = testing::golden_path("order_cancelled", 1);
+    apply(
+        &pool,
+        &[
+            testing::golden_event_at(&v1_path, v1, |_| {}),
+            testing::golden_event("order_cancelled", timed_out, |e| {
+                e["data"]["cause"] = json!("timed_out");
+            }),
+            testing::golden_event("order_cancelled", declined, |e| {
+                e["data"]["cause"] = json!("payment_declined");
+            }),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let counted = stats(&pool).await.orders;
+    assert_eq!(counted.cancelled, 3);
+    assert_eq!(
+        counted.cancelled_by,
+        CancelledBy {
+            stock_rejected: 0,
+            payment_declined: 1,
+            timed_out: 1,
+            unknown: 1,
+        }
     );
 }
