@@ -199,8 +199,17 @@ impl Stack {
     }
 
     pub async fn start_order_service(&self) -> Running {
+        self.start_order_service_with(|_| {}).await
+    }
+
+    /// Starts the Order Service after `configure` adjusted its settings.
+    pub async fn start_order_service_with(
+        &self,
+        configure: impl FnOnce(&mut order_service::Settings),
+    ) -> Running {
         let identity = order_service::IDENTITY;
-        let settings = order_service::Settings::for_test(self.settings(identity, "order-1"));
+        let mut settings = order_service::Settings::for_test(self.settings(identity, "order-1"));
+        configure(&mut settings);
         let app = order_service::Application::build(settings)
             .await
             .expect("order-service failed to start");
