@@ -4,9 +4,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde_json::Value;
-use shop_runtime::app::ConsumerApp;
+use shop_runtime::app::App;
 use shop_runtime::config::{ServiceIdentity, ServiceSettings};
-use shop_runtime::kafka::Handler;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -210,7 +209,7 @@ impl Stack {
         let identity = order_service::IDENTITY;
         let mut settings = order_service::Settings::for_test(self.settings(identity, "order-1"));
         configure(&mut settings);
-        let app = order_service::Application::build(settings)
+        let app = order_service::build(settings)
             .await
             .expect("order-service failed to start");
         Running::spawn(identity.name.to_owned(), app.port(), |stop| {
@@ -231,7 +230,7 @@ impl Stack {
                 .security(&shop_runtime::access::DASHBOARD);
             settings.kafka.create_topics = false;
         }
-        let app = dashboard::Dashboard::build(settings)
+        let app = dashboard::build(settings)
             .await
             .expect("the dashboard failed to start");
         Running::spawn("dashboard".to_owned(), app.port(), |stop| {
@@ -442,7 +441,7 @@ fn consumer_events(metrics: &str, outcome: &str) -> Option<u64> {
 }
 
 /// Runs a consumer app built by the test itself (a handler of its own, say).
-pub fn spawn_consumer<H: Handler>(name: String, app: anyhow::Result<ConsumerApp<H>>) -> Running {
+pub fn spawn_consumer(name: String, app: anyhow::Result<App>) -> Running {
     let app = app.unwrap_or_else(|err| panic!("{name} failed to start: {err:#}"));
     Running::spawn(name, app.port(), |stop| app.run_until_stopped(stop))
 }

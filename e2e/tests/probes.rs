@@ -10,8 +10,8 @@ use e2e::{Consumer, Service, Stack, eventually, sample};
 use serde_json::{Value, json};
 use shop_runtime::Envelope;
 use shop_runtime::Event;
-use shop_runtime::app::ConsumerApp;
-use shop_runtime::kafka::{Applied, Handler, HandlerError, RetryPolicy};
+use shop_runtime::app::ServiceBuilder;
+use shop_runtime::kafka::{Applied, Handler, HandlerError};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Semaphore;
 
@@ -156,15 +156,14 @@ async fn healthz_fails_while_the_consume_loop_is_stuck_and_passes_once_it_moves_
         .await
         .unwrap();
     let release = Arc::new(Semaphore::new(0));
-    let app = ConsumerApp::build(
+    let app = ServiceBuilder::new(
         &settings,
         pool,
         Hangs {
             release: release.clone(),
         },
-        Default::default(),
-        RetryPolicy::default(),
     )
+    .build()
     .await;
     let stuck = spawn_consumer("stuck".to_owned(), app);
     until_status(&stack, &stuck, "/healthz", 200).await;

@@ -43,7 +43,7 @@ struct ServedRoutes {
 }
 
 /// `routes` with the operational endpoints (on `pool`, a mock broker and no consumer) and the
-/// problem fallbacks, as `ConsumerApp` and the Order Service's `Application` assemble them,
+/// problem fallbacks, as `shop_runtime::app::ServiceBuilder` assembles them,
 /// less the in-flight limit.
 async fn with_ops(routes: Router, pool: PgPool) -> ServedRoutes {
     let kafka = MockCluster::new(1).expect("librdkafka's mock cluster starts");

@@ -13,21 +13,15 @@ pub mod routes;
 pub use config::IDENTITY;
 pub use handler::CountOrders;
 
-use shop_runtime::app::ConsumerApp;
+use shop_runtime::app::{App, ServiceBuilder};
 use shop_runtime::config::ServiceSettings;
-use shop_runtime::kafka::RetryPolicy;
 
-pub type Application = ConsumerApp<CountOrders>;
+pub type Application = App;
 
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
     let pool = shop_runtime::db::connect(&settings, &db::MIGRATOR).await?;
-    let routes = routes::router(pool.clone());
-    ConsumerApp::build(
-        &settings,
-        pool.clone(),
-        CountOrders,
-        routes,
-        RetryPolicy::default(),
-    )
-    .await
+    ServiceBuilder::new(&settings, pool, CountOrders)
+        .routes(|wiring| routes::router(wiring.pool.clone()))
+        .build()
+        .await
 }

@@ -15,14 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::Router;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use shop_runtime::app::stop_on_exit;
+use shop_runtime::app::App;
 use shop_runtime::metrics::HttpMetrics;
 use shop_runtime::presence::Heartbeat;
 use shop_runtime::{Envelope, http, kafka, topics};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -80,61 +78,36 @@ impl State {
     }
 }
 
-pub struct Dashboard {
-    listener: TcpListener,
-    router: Router,
-    limits: http::ServerLimits,
-    state: State,
-    publish: watch::Sender<Arc<str>>,
-}
+/// The dashboard, run as every service is (`shop_runtime::app::App`): its HTTP server, the
+/// feed from Kafka and the snapshot publisher.
+pub type Dashboard = App;
 
-impl Dashboard {
-    /// Creates the topics if needed, starts reading them from their end and binds the port.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let watched = shop_runtime::access::DASHBOARD.reads;
-        kafka::ensure_topics(&settings.kafka, watched).await?;
-        let consumer = kafka::tail(&settings.kafka, watched, rdkafka::Offset::End).await?;
-        let partitions = partition_counts(&consumer, &topics::ALL).await?;
-        let (state, publish) = State::new(&settings.order_service_url, consumer);
-        state
-            .board
-            .lock()
-            .expect("board lock poisoned")
-            .set_topics(partitions);
-        let listener = http::bind(settings.http_addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
-        Ok(Dashboard {
-            listener,
-            router: routes::router(state.clone()),
-            limits: settings.http_limits,
-            state,
-            publish,
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|addr| addr.port())
-            .unwrap_or_default()
-    }
-
-    /// Serves and follows Kafka until `shutdown`; a burst in progress is stopped.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let stop = shutdown.child_token();
-        let server = stop_on_exit(
-            &stop,
-            http::serve(self.listener, self.router, self.limits, stop.clone()),
-        );
-        let feed = stop_on_exit(&stop, follow(self.state.clone(), stop.clone()));
-        let publisher = stop_on_exit(
-            &stop,
-            publish(self.state.clone(), self.publish, stop.clone()),
-        );
-        let (server, feed, publisher) = tokio::join!(server, feed, publisher);
-        self.state.load.stop();
-        server.and(feed).and(publisher)
-    }
+/// Creates the topics if needed, starts reading them from their end and binds the port.
+pub async fn build(settings: Settings) -> anyhow::Result<Dashboard> {
+    let watched = shop_runtime::access::DASHBOARD.reads;
+    kafka::ensure_topics(&settings.kafka, watched).await?;
+    let consumer = kafka::tail(&settings.kafka, watched, rdkafka::Offset::End).await?;
+    let partitions = partition_counts(&consumer, &topics::ALL).await?;
+    let (state, publisher) = State::new(&settings.order_service_url, consumer);
+    state
+        .board
+        .lock()
+        .expect("board lock poisoned")
+        .set_topics(partitions);
+    let listener = http::bind(settings.http_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
+    let (fed, published, load) = (state.clone(), state.clone(), state.load.clone());
+    Ok(
+        App::new(listener, routes::router(state), settings.http_limits)
+            .task(|stop| follow(fed, stop))
+            .task(|stop| publish(published, publisher, stop))
+            // A burst in progress stops with the dashboard.
+            .task(|stop| async move {
+                stop.cancelled().await;
+                load.stop();
+                Ok(())
+            }),
+    )
 }
 
 /// Feeds every heartbeat and event into the board.

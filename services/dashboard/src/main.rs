@@ -11,6 +11,6 @@ async fn main() -> anyhow::Result<()> {
                 .exit()
         });
     let _telemetry = telemetry::init(settings.log_format, "dashboard");
-    let app = dashboard::Dashboard::build(settings).await?;
+    let app = dashboard::build(settings).await?;
     app.run_until_stopped(telemetry::shutdown_on_signal()).await
 }

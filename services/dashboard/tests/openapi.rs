@@ -31,7 +31,7 @@ const OPS_PATHS: [&str; 6] = [
     "/docs",
 ];
 
-/// The dashboard's router as `Dashboard::build` assembles it, on an empty board, its
+/// The dashboard's router as `dashboard::build` assembles it, on an empty board, its
 /// `/readyz` asking librdkafka's in-process mock broker.
 struct App {
     router: Router,

@@ -17,10 +17,9 @@ pub use config::{Config, IDENTITY, Settings};
 pub use handler::NotifyCustomer;
 
 use anyhow::Context;
-use shop_runtime::app::ConsumerApp;
-use shop_runtime::kafka::RetryPolicy;
+use shop_runtime::app::{App, ServiceBuilder};
 
-pub type Application = ConsumerApp<NotifyCustomer>;
+pub type Application = App;
 
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let service = &settings.service;
@@ -31,7 +30,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         .parse()
         .with_context(|| format!("MAIL_FROM={} is not a mailbox", settings.mail_from))?;
     let pool = shop_runtime::db::connect(service, &db::MIGRATOR).await?;
-    let routes = routes::router(pool.clone());
     let handler = NotifyCustomer { mailer, from };
-    ConsumerApp::build(service, pool, handler, routes, RetryPolicy::default()).await
+    ServiceBuilder::new(service, pool, handler)
+        .routes(|wiring| routes::router(wiring.pool.clone()))
+        .build()
+        .await
 }

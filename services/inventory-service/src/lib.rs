@@ -17,21 +17,15 @@ pub mod routes;
 pub use config::{Config, IDENTITY, Settings};
 pub use handler::ReserveStock;
 
-use shop_runtime::app::ConsumerApp;
-use shop_runtime::kafka::RetryPolicy;
+use shop_runtime::app::{App, ServiceBuilder};
 
-pub type Application = ConsumerApp<ReserveStock>;
+pub type Application = App;
 
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let pool = shop_runtime::db::connect(&settings.service, &db::MIGRATOR).await?;
     db::seed_stock(&pool, settings.initial_stock).await?;
-    let routes = routes::router(pool.clone());
-    ConsumerApp::build(
-        &settings.service,
-        pool.clone(),
-        ReserveStock,
-        routes,
-        RetryPolicy::default(),
-    )
-    .await
+    ServiceBuilder::new(&settings.service, pool, ReserveStock)
+        .routes(|wiring| routes::router(wiring.pool.clone()))
+        .build()
+        .await
 }

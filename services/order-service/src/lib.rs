@@ -11,4 +11,4 @@ pub mod saga;
 pub mod startup;
 
 pub use config::{Config, IDENTITY, Settings};
-pub use startup::Application;
+pub use startup::{Application, build};

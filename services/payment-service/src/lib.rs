@@ -23,17 +23,18 @@ pub mod routes;
 pub use config::{Config, DEFAULT_CARD_LIMIT_CENTS, IDENTITY, Settings};
 pub use handler::AuthorizePayment;
 
-use shop_runtime::app::ConsumerApp;
-use shop_runtime::kafka::RetryPolicy;
+use shop_runtime::app::{App, ServiceBuilder};
 
-pub type Application = ConsumerApp<AuthorizePayment>;
+pub type Application = App;
 
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let service = &settings.service;
     let pool = shop_runtime::db::connect(service, &db::MIGRATOR).await?;
-    let routes = routes::router(pool.clone());
     let handler = AuthorizePayment {
         card_limit_cents: settings.card_limit_cents,
     };
-    ConsumerApp::build(service, pool, handler, routes, RetryPolicy::default()).await
+    ServiceBuilder::new(service, pool, handler)
+        .routes(|wiring| routes::router(wiring.pool.clone()))
+        .build()
+        .await
 }
