@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::config::ServiceSettings;
 
-/// Creates the service's database if it is missing, connects, and runs its migrations.
+/// Creates the service's database if it is missing, connects, and migrates it: the tables
+/// this crate owns, then the service's own (`migrator`), as [`crate::migrations::run`] does.
 ///
 /// Creating the database here keeps "database per service" a one-command affair locally;
 /// several instances racing to create it is harmless.
@@ -44,8 +45,7 @@ pub async fn connect(settings: &ServiceSettings, migrator: &Migrator) -> anyhow:
         .connect(url)
         .await
         .with_context(|| format!("cannot connect to {shown}"))?;
-    migrator
-        .run(&pool)
+    crate::migrations::run(&pool, migrator)
         .await
         .with_context(|| format!("cannot migrate {shown}"))?;
     Ok(pool)
@@ -57,7 +57,7 @@ pub async fn connect(settings: &ServiceSettings, migrator: &Migrator) -> anyhow:
 /// Because the record commits with the effects or not at all, a redelivered event changes
 /// nothing. Ids are inserted in sorted order so that two instances claiming overlapping
 /// batches (briefly, around a rebalance) lock them in the same order and cannot deadlock.
-/// Every consumer's migrations create the `processed_events` table this writes to.
+/// The table is this crate's ([`crate::migrations`]), in every service's database.
 pub async fn claim_events(
     conn: &mut PgConnection,
     event_ids: &[Uuid],

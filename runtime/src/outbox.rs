@@ -4,16 +4,8 @@
 //! with [`enqueue`] in the same transaction as the change the event announces, so both commit
 //! or neither does; the [`OutboxRelay`] publishes what was committed and marks it published
 //! only once the broker acknowledged it. An event stored while Kafka is down waits here
-//! until it is back. Every service's migrations create the same `outbox` table:
-//!
-//! ```sql
-//! CREATE TABLE outbox (
-//!     id BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL UNIQUE, topic TEXT NOT NULL,
-//!     message_key TEXT NOT NULL, event_type TEXT NOT NULL, payload BYTEA NOT NULL,
-//!     created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ,
-//!     attempts INT NOT NULL DEFAULT 0, last_error TEXT, traceparent TEXT);
-//! CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
-//! ```
+//! until it is back. The `outbox` table is this crate's, created in every service's database
+//! by its migrations (`runtime/migrations/`, run by [`crate::migrations::run`]).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Test support for a service's [`Handler`]: golden events with fresh ids, applied the way
 //! the consumer applies them, and what the handler left in its outbox. Enabled by the
 //! `testing` feature, for dev-dependencies only.
+//!
+//! [`upgrade`] proves that a database of an earlier release upgrades in place.
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -8,6 +10,8 @@ use uuid::Uuid;
 
 use crate::envelope::{Envelope, Event};
 use crate::kafka::{Handler, HandlerError};
+
+pub mod upgrade;
 
 /// The golden `event_type` event of its current version (`shop_contract::GOLDEN_DIR`) about
 /// `order_id`, with a new event id and `occurred_at` now; `tweak` may change the JSON before

@@ -1,7 +1,17 @@
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
 use sqlx::{FromRow, PgPool};
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+/// The service's own tables. `shop_runtime::db::connect` runs them after the runtime's
+/// (`outbox`, `processed_events`), each in its own history.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Both in one history, for `#[sqlx::test(migrator = "TEST_MIGRATOR")]`: every test database
+/// gets the whole schema.
+pub static TEST_MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| shop_runtime::migrations::for_tests(&MIGRATOR));
 
 /// `GET /stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

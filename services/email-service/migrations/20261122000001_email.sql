@@ -1,8 +1,4 @@
--- Events already handled, written in the same transaction as their effects.
-CREATE TABLE processed_events (
-    event_id     UUID PRIMARY KEY,
-    processed_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
+-- processed_events, created here up to release 2026-12, is shop-runtime's (runtime/migrations).
 
 -- One confirmation per order.
 CREATE TABLE emails (

@@ -2,7 +2,7 @@
 //! temporary mail directory: one mail per order, once it is decided, and none for a placement.
 
 use email_service::NotifyCustomer;
-use email_service::db::MIGRATOR;
+use email_service::db::TEST_MIGRATOR;
 use email_service::mailer::Mailer;
 use serde_json::{Value, json};
 use shop_runtime::kafka::HandlerError;
@@ -76,7 +76,7 @@ fn short(order_id: Uuid) -> String {
     order_id.simple().to_string()[..8].to_uppercase()
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_confirmed_order_gets_exactly_one_confirmation_with_its_items_and_total(pool: PgPool) {
     let mailroom = Mailroom::new();
     let order_id = Uuid::new_v4();
@@ -116,7 +116,7 @@ async fn a_confirmed_order_gets_exactly_one_confirmation_with_its_items_and_tota
     assert_eq!(outbox, 0, "the Email Service announces nothing");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_cancelled_order_gets_exactly_one_cancellation_notice_naming_the_reason(pool: PgPool) {
     let mailroom = Mailroom::new();
     let order_id = Uuid::new_v4();
@@ -158,7 +158,7 @@ async fn a_cancelled_order_gets_exactly_one_cancellation_notice_naming_the_reaso
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_placed_order_is_not_mailed_before_it_is_decided(pool: PgPool) {
     let mailroom = Mailroom::new();
     let order_id = Uuid::new_v4();
@@ -173,7 +173,7 @@ async fn a_placed_order_is_not_mailed_before_it_is_decided(pool: PgPool) {
     assert!(recorded(&pool, order_id).await.is_empty());
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_decision_repeated_under_a_new_event_id_sends_nothing_more(pool: PgPool) {
     let mailroom = Mailroom::new();
     let order_id = Uuid::new_v4();
@@ -210,7 +210,7 @@ async fn a_decision_repeated_under_a_new_event_id_sends_nothing_more(pool: PgPoo
     assert_eq!(recorded(&pool, other).await.len(), 1);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_address_the_mailer_cannot_use_fails_for_good_before_anyone_is_mailed(pool: PgPool) {
     let mailroom = Mailroom::new();
     let (good, bad) = (Uuid::new_v4(), Uuid::new_v4());
@@ -237,7 +237,7 @@ async fn an_address_the_mailer_cannot_use_fails_for_good_before_anyone_is_mailed
     assert_eq!(emails, 0);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn the_mail_listing_says_which_kind_of_mail_each_order_got(pool: PgPool) {
     let mailroom = Mailroom::new();
     let (confirmed, cancelled) = (Uuid::new_v4(), Uuid::new_v4());

@@ -1,10 +1,20 @@
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shop_runtime::catalog;
+use sqlx::migrate::Migrator;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+/// The service's own tables. `shop_runtime::db::connect` runs them after the runtime's
+/// (`outbox`, `processed_events`), each in its own history.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Both in one history, for `#[sqlx::test(migrator = "TEST_MIGRATOR")]`: every test database
+/// gets the whole schema.
+pub static TEST_MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| shop_runtime::migrations::for_tests(&MIGRATOR));
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct StockLevel {

@@ -2,7 +2,7 @@
 //! takes from the stock and gives back, and what is answered through the outbox.
 
 use inventory_service::ReserveStock;
-use inventory_service::db::{self, MIGRATOR};
+use inventory_service::db::{self, TEST_MIGRATOR};
 use inventory_service::handler::CANCELLED_BEFORE_PLACED;
 use serde_json::{Value, json};
 use shop_runtime::kafka::HandlerError;
@@ -64,7 +64,7 @@ async fn answer_types(pool: &PgPool) -> Vec<String> {
     answers(pool).await.into_iter().map(|a| a.2).collect()
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_placed_order_takes_its_stock_and_answers_stock_reserved(pool: PgPool) {
     seeded(&pool).await;
     let order = Uuid::new_v4();
@@ -95,7 +95,7 @@ async fn a_placed_order_takes_its_stock_and_answers_stock_reserved(pool: PgPool)
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_order_the_stock_cannot_cover_takes_nothing_and_answers_stock_rejected(pool: PgPool) {
     seeded(&pool).await;
     let order = Uuid::new_v4();
@@ -116,7 +116,7 @@ async fn an_order_the_stock_cannot_cover_takes_nothing_and_answers_stock_rejecte
     assert_eq!(answered[0].3, json!({"order_id": order, "reason": reason}));
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_second_order_placed_with_a_new_event_id_for_a_decided_order_changes_nothing(
     pool: PgPool,
 ) {
@@ -135,7 +135,7 @@ async fn a_second_order_placed_with_a_new_event_id_for_a_decided_order_changes_n
     assert_eq!(answer_types(&pool).await, ["stock_reserved"]);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn the_same_order_placed_twice_in_one_batch_is_decided_once(pool: PgPool) {
     seeded(&pool).await;
     let order = Uuid::new_v4();
@@ -152,7 +152,7 @@ async fn the_same_order_placed_twice_in_one_batch_is_decided_once(pool: PgPool) 
     assert_eq!(answer_types(&pool).await, ["stock_reserved"]);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn orders_of_one_batch_share_the_stock_in_the_order_they_came(pool: PgPool) {
     seeded(&pool).await;
     let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
@@ -177,7 +177,7 @@ async fn orders_of_one_batch_share_the_stock_in_the_order_they_came(pool: PgPool
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_cancelled_order_gets_its_reserved_stock_back_and_answers_stock_released(pool: PgPool) {
     seeded(&pool).await;
     let order = Uuid::new_v4();
@@ -228,7 +228,7 @@ async fn a_cancelled_order_gets_its_reserved_stock_back_and_answers_stock_releas
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_order_placed_and_cancelled_in_one_batch_leaves_the_stock_as_it_was(pool: PgPool) {
     seeded(&pool).await;
     let (kept, cancelled) = (Uuid::new_v4(), Uuid::new_v4());
@@ -267,7 +267,7 @@ async fn an_order_placed_and_cancelled_in_one_batch_leaves_the_stock_as_it_was(p
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn cancelling_a_rejected_order_gives_nothing_back_and_is_not_a_repeat(pool: PgPool) {
     seeded(&pool).await;
     let order = Uuid::new_v4();
@@ -283,7 +283,7 @@ async fn cancelling_a_rejected_order_gives_nothing_back_and_is_not_a_repeat(pool
     assert_eq!(answer_types(&pool).await, ["stock_rejected"]);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_cancellation_before_its_placement_leaves_a_tombstone_and_the_late_placement_changes_nothing(
     pool: PgPool,
 ) {
@@ -320,7 +320,7 @@ async fn a_cancellation_before_its_placement_leaves_a_tombstone_and_the_late_pla
     assert_eq!(answer_types(&pool).await, Vec::<String>::new());
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_placement_after_its_cancellation_in_one_batch_changes_nothing(pool: PgPool) {
     seeded(&pool).await;
     let order = Uuid::new_v4();
@@ -346,7 +346,7 @@ async fn a_placement_after_its_cancellation_in_one_batch_changes_nothing(pool: P
     assert_eq!(answer_types(&pool).await, Vec::<String>::new());
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_confirmed_order_keeps_its_stock_and_is_not_a_repeat(pool: PgPool) {
     seeded(&pool).await;
     let order = Uuid::new_v4();
@@ -366,7 +366,7 @@ async fn a_confirmed_order_keeps_its_stock_and_is_not_a_repeat(pool: PgPool) {
     assert_eq!(answer_types(&pool).await, ["stock_reserved"]);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_database_constraint_violation_is_a_permanent_error(pool: PgPool) {
     seeded(&pool).await;
     let err = sqlx::query("UPDATE stock SET available = -1 WHERE sku = 'KB-001'")
@@ -380,7 +380,7 @@ async fn a_database_constraint_violation_is_a_permanent_error(pool: PgPool) {
     assert!(err.to_string().contains("SQLSTATE 23514"), "{err}");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_release_the_stock_count_cannot_hold_is_a_permanent_error(pool: PgPool) {
     seeded(&pool).await;
     let order = Uuid::new_v4();
@@ -404,7 +404,7 @@ async fn a_release_the_stock_count_cannot_hold_is_a_permanent_error(pool: PgPool
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_reservation_shows_its_status_reason_items_and_times(pool: PgPool) {
     seeded(&pool).await;
     let order = Uuid::new_v4();

@@ -24,19 +24,4 @@ CREATE TABLE order_items (
     PRIMARY KEY (order_id, line_no)
 );
 
--- Transactional outbox: written in the same transaction as the order, published by the
--- relay, marked published only once the broker has acknowledged the event.
-CREATE TABLE outbox (
-    id           BIGSERIAL PRIMARY KEY,
-    event_id     UUID NOT NULL UNIQUE,
-    topic        TEXT NOT NULL,
-    message_key  TEXT NOT NULL,
-    event_type   TEXT NOT NULL,
-    payload      BYTEA NOT NULL,
-    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    published_at TIMESTAMPTZ,
-    attempts     INT NOT NULL DEFAULT 0,
-    last_error   TEXT
-);
-
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+-- The outbox, created here up to release 2026-12, is shop-runtime's (runtime/migrations).

@@ -36,9 +36,4 @@ CREATE TABLE order_timeline (
 INSERT INTO order_timeline (order_id, event_type, at)
 SELECT id, 'order_placed', created_at FROM orders;
 
--- Events this service consumed (Inventory's and Payment's answers), written in the same
--- transaction as their effects.
-CREATE TABLE processed_events (
-    event_id     UUID PRIMARY KEY,
-    processed_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
+-- processed_events, created here up to release 2026-12, is shop-runtime's (runtime/migrations).

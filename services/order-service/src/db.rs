@@ -1,13 +1,23 @@
 //! The Order Service's queries. Orders and their outbox rows are written together or not at all.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shop_runtime::catalog;
 use shop_runtime::outbox::OutboxMessage;
+use sqlx::migrate::Migrator;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+/// The service's own tables. `shop_runtime::db::connect` runs them after the runtime's
+/// (`outbox`, `processed_events`), each in its own history.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Both in one history, for `#[sqlx::test(migrator = "TEST_MIGRATOR")]`: every test database
+/// gets the whole schema.
+pub static TEST_MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| shop_runtime::migrations::for_tests(&MIGRATOR));
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Product {

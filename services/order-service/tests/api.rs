@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use order_service::db::MIGRATOR;
+use order_service::db::TEST_MIGRATOR;
 use order_service::routes::{self, AppState, MAX_BODY_BYTES};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
@@ -64,7 +64,7 @@ async fn count(pool: &PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_valid_order_is_priced_from_the_catalog_stored_with_its_event_and_answered_201(
     pool: PgPool,
 ) {
@@ -104,7 +104,7 @@ async fn a_valid_order_is_priced_from_the_catalog_stored_with_its_event_and_answ
     assert_eq!(event["data"]["total_cents"], body["total_cents"]);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_price_in_the_request_is_refused_rather_than_trusted(pool: PgPool) {
     let app = app(&pool).await;
     let mut order = valid_order();
@@ -122,7 +122,7 @@ async fn a_price_in_the_request_is_refused_rather_than_trusted(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn malformed_requests_get_a_problem_naming_the_problem_and_store_nothing(pool: PgPool) {
     let app = app(&pool).await;
     let with = |change: &dyn Fn(&mut Value)| {
@@ -268,7 +268,7 @@ async fn malformed_requests_get_a_problem_naming_the_problem_and_store_nothing(p
     assert_eq!(count(&pool, "outbox").await, 0, "nothing to publish");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn every_field_error_is_listed_with_its_path(pool: PgPool) {
     let app = app(&pool).await;
     let order = json!({"customer_id": "", "customer_email": "x", "items": [{"sku": "KB-001", "quantity": 0}]});
@@ -287,7 +287,7 @@ async fn every_field_error_is_listed_with_its_path(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_unknown_order_is_a_404_problem_and_a_malformed_id_a_400(pool: PgPool) {
     let app = app(&pool).await;
     let unknown = format!("/orders/{}", uuid::Uuid::new_v4());
@@ -307,7 +307,7 @@ async fn an_unknown_order_is_a_404_problem_and_a_malformed_id_a_400(pool: PgPool
     assert_eq!(body["type"], "/problems/invalid-path");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn the_catalog_lists_every_product_with_its_price(pool: PgPool) {
     let app = app(&pool).await;
     let (status, _, body) =
@@ -333,7 +333,7 @@ fn post_with_key(key: &str, body: &Value) -> Request<Body> {
         .unwrap()
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_retry_with_the_same_idempotency_key_returns_the_original_order_and_publishes_nothing_new(
     pool: PgPool,
 ) {
@@ -351,7 +351,7 @@ async fn a_retry_with_the_same_idempotency_key_returns_the_original_order_and_pu
     assert_eq!(count(&pool, "outbox").await, 1, "one event, not two");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_idempotency_key_reused_for_a_different_order_is_a_422(pool: PgPool) {
     let app = app(&pool).await;
     send(&app, post_with_key("reused", &valid_order())).await;
@@ -377,7 +377,7 @@ async fn request_in_flight(pool: &PgPool, key: &str) -> sqlx::Transaction<'stati
     tx
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_request_whose_key_is_still_in_flight_is_a_409(pool: PgPool) {
     let app = app(&pool).await;
     let _in_flight = request_in_flight(&pool, "busy").await;
@@ -389,7 +389,7 @@ async fn a_request_whose_key_is_still_in_flight_is_a_409(pool: PgPool) {
     assert_eq!(count(&pool, "orders").await, 0);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_key_whose_request_died_midway_can_be_retried_at_once(pool: PgPool) {
     let app = app(&pool).await;
     let mut in_flight = request_in_flight(&pool, "crashed").await;
@@ -414,7 +414,7 @@ async fn a_key_whose_request_died_midway_can_be_retried_at_once(pool: PgPool) {
     assert_eq!(count(&pool, "orders").await, 1);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_claim_left_by_the_previous_release_is_in_flight_until_it_is_abandoned(pool: PgPool) {
     let app = app(&pool).await;
     let canonical = serde_json::to_string(
@@ -439,7 +439,7 @@ async fn a_claim_left_by_the_previous_release_is_in_flight_until_it_is_abandoned
     assert_eq!(count(&pool, "orders").await, 1);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn concurrent_requests_with_one_key_place_one_order(pool: PgPool) {
     let app = app(&pool).await;
     let requests = (0..8).map(|_| send(&app, post_with_key("race", &valid_order())));
@@ -464,7 +464,7 @@ async fn concurrent_requests_with_one_key_place_one_order(pool: PgPool) {
     assert_eq!(count(&pool, "outbox").await, 1);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_failed_request_gives_its_key_back_and_a_malformed_key_is_a_400(pool: PgPool) {
     let app = app(&pool).await;
     let mut unknown_sku = valid_order();
@@ -483,7 +483,7 @@ async fn a_failed_request_gives_its_key_back_and_a_malformed_key_is_a_400(pool: 
     assert_eq!(body["type"], "/problems/invalid-idempotency-key");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn addresses_the_mailer_cannot_deliver_to_are_a_422_and_tagged_addresses_are_accepted(
     pool: PgPool,
 ) {
@@ -514,7 +514,7 @@ async fn addresses_the_mailer_cannot_deliver_to_are_a_422_and_tagged_addresses_a
     assert_eq!(body["customer_email"], "ada+tag@example.com");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_list_query_that_does_not_parse_is_a_400_problem_not_plain_text(pool: PgPool) {
     let app = app(&pool).await;
     for query in ["limit=abc", "limit=", "limit=9999999999999999999999"] {

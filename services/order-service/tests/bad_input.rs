@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use http_body_util::BodyExt;
-use order_service::db::MIGRATOR;
+use order_service::db::TEST_MIGRATOR;
 use order_service::routes::{self, AppState, MAX_BODY_BYTES};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
@@ -195,7 +195,7 @@ fn generate(rng: &mut Rng) -> (String, Option<&'static str>, Vec<u8>) {
     }
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn hundreds_of_malformed_orders_get_problems_never_a_5xx_and_change_nothing(pool: PgPool) {
     order_service::db::seed_catalog(&pool).await.unwrap();
     let state = AppState {

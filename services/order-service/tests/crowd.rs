@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use order_service::db::MIGRATOR;
+use order_service::db::TEST_MIGRATOR;
 use order_service::routes::{self, AppState};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
@@ -116,7 +116,7 @@ async fn client(http: reqwest::Client, url: String, n: usize) -> Seen {
     seen
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn sixty_four_clients_on_four_connections_are_all_answered_and_none_waits_out_the_pool(
     _: PgPoolOptions,
     connect: PgConnectOptions,
@@ -168,7 +168,7 @@ async fn sixty_four_clients_on_four_connections_are_all_answered_and_none_waits_
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn the_order_list_returns_the_newest_orders_with_their_items(
     _: PgPoolOptions,
     connect: PgConnectOptions,

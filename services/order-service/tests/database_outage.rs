@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use order_service::db::MIGRATOR;
+use order_service::db::TEST_MIGRATOR;
 use order_service::routes::{self, AppState};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
@@ -89,7 +89,7 @@ async fn orders(pool: &PgPool) -> i64 {
         .unwrap()
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn cut_off_from_its_database_the_service_answers_503_with_retry_after_and_recovers(
     _: PgPoolOptions,
     direct: PgConnectOptions,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use order_service::db::{self, MIGRATOR};
+use order_service::db::{self, TEST_MIGRATOR};
 use order_service::routes::{self, AppState};
 use prometheus_client::metrics::counter::Counter;
 use shop_runtime::openapi::testing;
@@ -19,7 +19,7 @@ fn api(pool: &PgPool) -> axum::Router {
     })
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn every_operation_in_the_spec_is_routed_and_answers_as_documented(pool: PgPool) {
     db::seed_catalog(&pool).await.unwrap();
     testing::assert_router_serves_its_spec(api(&pool), pool.clone()).await;
@@ -30,7 +30,7 @@ async fn every_operation_in_the_spec_is_routed_and_answers_as_documented(pool: P
     assert_eq!(placed, 1, "the documented example is a valid order");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn the_docs_page_loads_only_assets_the_service_serves(pool: PgPool) {
     testing::assert_docs_load_only_local_assets(api(&pool)).await;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use order_service::db::MIGRATOR;
+use order_service::db::TEST_MIGRATOR;
 use order_service::routes::{self, AppState};
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::mocking::MockCluster;
@@ -46,7 +46,7 @@ async fn wait_for_row(pool: &PgPool, what: &str, done: impl Fn(&OutboxRow) -> bo
     }
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_event_the_broker_cannot_take_stays_in_the_outbox_and_goes_out_once_it_can(
     pool: PgPool,
 ) {

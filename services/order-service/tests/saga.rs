@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use order_service::db::MIGRATOR;
+use order_service::db::TEST_MIGRATOR;
 use order_service::saga::{self, CancelledVersion, DecideOrders};
 use serde_json::{Value, json};
 use shop_runtime::kafka::HandlerError;
@@ -83,7 +83,7 @@ async fn timeline(pool: &PgPool, order_id: Uuid) -> Vec<String> {
         .collect()
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_order_with_stock_reserved_and_payment_authorized_is_confirmed_once(pool: PgPool) {
     order_service::db::seed_catalog(&pool).await.unwrap();
     let id = place(&pool, 1).await;
@@ -128,7 +128,7 @@ async fn an_order_with_stock_reserved_and_payment_authorized_is_confirmed_once(p
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_rejection_cancels_the_order_at_once_with_its_reason_and_a_late_authorization_changes_nothing(
     pool: PgPool,
 ) {
@@ -172,7 +172,7 @@ async fn a_rejection_cancels_the_order_at_once_with_its_reason_and_a_late_author
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_declined_payment_cancels_the_order_even_with_the_stock_reserved(pool: PgPool) {
     order_service::db::seed_catalog(&pool).await.unwrap();
     let id = place(&pool, 1).await;
@@ -193,7 +193,7 @@ async fn a_declined_payment_cancels_the_order_even_with_the_stock_reserved(pool:
     assert_eq!(published[0]["data"]["cause"], "payment_declined");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn the_timeline_lists_answers_in_the_order_they_happened_not_the_order_they_arrived(
     pool: PgPool,
 ) {
@@ -224,7 +224,7 @@ async fn the_timeline_lists_answers_in_the_order_they_happened_not_the_order_the
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_answer_about_an_order_never_placed_here_is_refused_for_good(pool: PgPool) {
     let err = apply(&pool, &[answer("stock_reserved", Uuid::new_v4())])
         .await
@@ -232,7 +232,7 @@ async fn an_answer_about_an_order_never_placed_here_is_refused_for_good(pool: Pg
     assert!(matches!(err, HandlerError::Permanent(_)), "{err}");
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_order_nobody_answers_in_time_is_cancelled_naming_who_did_not_answer(pool: PgPool) {
     order_service::db::seed_catalog(&pool).await.unwrap();
     let id = place(&pool, 1).await;
@@ -267,7 +267,7 @@ async fn an_order_nobody_answers_in_time_is_cancelled_naming_who_did_not_answer(
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn during_a_rolling_upgrade_the_saga_writes_the_cancellation_as_version_1(pool: PgPool) {
     order_service::db::seed_catalog(&pool).await.unwrap();
     let id = place(&pool, 1).await;

@@ -19,12 +19,4 @@ ALTER TABLE payments
 -- GET /payments lists the newest first.
 CREATE INDEX payments_newest ON payments (created_at DESC);
 
--- Replies (payment_authorized, payment_declined, payment_captured, payment_voided), stored in
--- the transaction of the step they announce and published by the shared relay
--- (shared_events::outbox).
-CREATE TABLE outbox (
-    id BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL UNIQUE, topic TEXT NOT NULL,
-    message_key TEXT NOT NULL, event_type TEXT NOT NULL, payload BYTEA NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ,
-    attempts INT NOT NULL DEFAULT 0, last_error TEXT);
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+-- The outbox, created here up to release 2026-12, is shop-runtime's (runtime/migrations).

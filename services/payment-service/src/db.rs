@@ -1,9 +1,19 @@
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::migrate::Migrator;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+/// The service's own tables. `shop_runtime::db::connect` runs them after the runtime's
+/// (`outbox`, `processed_events`), each in its own history.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Both in one history, for `#[sqlx::test(migrator = "TEST_MIGRATOR")]`: every test database
+/// gets the whole schema.
+pub static TEST_MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| shop_runtime::migrations::for_tests(&MIGRATOR));
 
 /// Where an order's payment is: held on the card or refused, then taken or dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]

@@ -2,7 +2,7 @@
 //! payment authorized or declined, then captured or voided, once, and what is answered
 //! through the outbox.
 
-use payment_service::db::{self, MIGRATOR, Status};
+use payment_service::db::{self, Status, TEST_MIGRATOR};
 use payment_service::handler::CANCELLED_BEFORE_PLACED;
 use payment_service::{AuthorizePayment, DEFAULT_CARD_LIMIT_CENTS};
 use serde_json::{Value, json};
@@ -71,7 +71,7 @@ fn assert_permanent(result: Result<usize, HandlerError>, mentions: &str) {
     }
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_order_within_the_card_limit_is_authorized_and_answered_payment_authorized(
     pool: PgPool,
 ) {
@@ -102,7 +102,7 @@ async fn an_order_within_the_card_limit_is_authorized_and_answered_payment_autho
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_order_over_the_card_limit_is_declined_with_the_amount_and_the_limit(pool: PgPool) {
     let order = Uuid::new_v4();
 
@@ -135,7 +135,7 @@ fn a_total_exactly_at_the_card_limit_is_authorized() {
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_second_order_placed_with_a_new_event_id_for_a_decided_order_changes_nothing(
     pool: PgPool,
 ) {
@@ -168,7 +168,7 @@ async fn a_second_order_placed_with_a_new_event_id_for_a_decided_order_changes_n
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn the_same_order_placed_twice_in_one_batch_is_authorized_once(pool: PgPool) {
     let order = Uuid::new_v4();
 
@@ -184,7 +184,7 @@ async fn the_same_order_placed_twice_in_one_batch_is_authorized_once(pool: PgPoo
     assert_eq!(answer_types(&pool).await, ["payment_authorized"]);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_authorized_then_confirmed_order_is_captured_once(pool: PgPool) {
     let order = Uuid::new_v4();
     apply(&pool, &[golden("order_placed", order)])
@@ -224,7 +224,7 @@ async fn an_authorized_then_confirmed_order_is_captured_once(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn an_authorized_then_cancelled_order_is_voided_once(pool: PgPool) {
     let order = Uuid::new_v4();
     apply(&pool, &[golden("order_placed", order)])
@@ -264,7 +264,7 @@ async fn an_authorized_then_cancelled_order_is_voided_once(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn placements_are_decided_before_the_batches_confirmations_and_cancellations(pool: PgPool) {
     let (confirmed, cancelled) = (Uuid::new_v4(), Uuid::new_v4());
 
@@ -299,7 +299,7 @@ async fn placements_are_decided_before_the_batches_confirmations_and_cancellatio
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn cancelling_a_declined_order_voids_nothing_and_is_not_a_repeat(pool: PgPool) {
     let order = Uuid::new_v4();
     apply(&pool, &[sized("order_placed", order, 5)])
@@ -319,7 +319,7 @@ async fn cancelling_a_declined_order_voids_nothing_and_is_not_a_repeat(pool: PgP
     assert_eq!(answer_types(&pool).await, ["payment_declined"]);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn confirming_an_order_whose_payment_was_not_authorized_is_a_permanent_error(pool: PgPool) {
     let (unknown, declined, voided) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     apply(&pool, &[sized("order_placed", declined, 5)])
@@ -360,7 +360,7 @@ async fn confirming_an_order_whose_payment_was_not_authorized_is_a_permanent_err
     );
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn cancelling_a_captured_order_is_a_permanent_error(pool: PgPool) {
     let order = Uuid::new_v4();
     apply(
@@ -380,7 +380,7 @@ async fn cancelling_a_captured_order_is_a_permanent_error(pool: PgPool) {
     assert_eq!(payment(&pool, order).await.status, Status::Captured);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_cancellation_before_its_placement_leaves_a_tombstone_and_the_late_placement_changes_nothing(
     pool: PgPool,
 ) {
@@ -417,7 +417,7 @@ async fn a_cancellation_before_its_placement_leaves_a_tombstone_and_the_late_pla
     assert_eq!(answer_types(&pool).await, Vec::<String>::new());
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_placement_after_its_cancellation_in_one_batch_changes_nothing(pool: PgPool) {
     let order = Uuid::new_v4();
 
@@ -441,7 +441,7 @@ async fn a_placement_after_its_cancellation_in_one_batch_changes_nothing(pool: P
     assert_eq!(answer_types(&pool).await, Vec::<String>::new());
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_database_constraint_violation_is_a_permanent_error(pool: PgPool) {
     // Built by hand: decoding would refuse it, so only a producer's defect could send it.
     let order = Uuid::new_v4();
@@ -457,7 +457,7 @@ async fn a_database_constraint_violation_is_a_permanent_error(pool: PgPool) {
     assert_eq!(payment_count(&pool).await, 0);
 }
 
-#[sqlx::test(migrator = "MIGRATOR")]
+#[sqlx::test(migrator = "TEST_MIGRATOR")]
 async fn a_payment_shows_its_status_amount_reason_and_times_newest_first(pool: PgPool) {
     let (older, newer) = (Uuid::new_v4(), Uuid::new_v4());
     apply(&pool, &[golden("order_placed", older)])
