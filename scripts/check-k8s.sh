@@ -3,10 +3,14 @@
 #   1. `kubectl kustomize` renders every overlay in k8s/overlays/;
 #   2. every rendered object is valid against its schema, strictly (no unknown field): core
 #      kinds against Kubernetes' own OpenAPI schemas, Strimzi/CloudNativePG/KEDA kinds against
-#      the CRDs vendored in k8s/crds/ (CEL rules included), PodMonitors against a strict
-#      schema of the fields they use;
+#      the CRDs vendored in k8s/crds/ (CEL rules included), PodMonitors and the
+#      PrometheusRule against strict schemas of the fields they use;
 #   3. the policies: probes, requests and limits, the restricted Pod Security Standard,
-#      pinned images, every Secret and ConfigMap reference resolvable, each overlay's shape.
+#      pinned images, every Secret and ConfigMap reference resolvable, each overlay's shape,
+#      and the PrometheusRule holding exactly docker/prometheus/rules.yml's groups (compose's
+#      rules, tested by promtool in scripts/check-compose.sh);
+#   4. k8s/base/prometheus-rules.yaml is what scripts/sync-prometheus-rules.sh writes from
+#      rules.yml, comments included.
 # k8s/tools/validate.py does 2 and 3; e2e/tests/k8s.rs checks the topics, users and ACLs
 # against the code. The Python tools (k8s/tools/requirements.txt, pinned) are installed
 # once into a virtualenv in the cache; later runs take a few seconds.
@@ -68,6 +72,11 @@ if [ "$(cat "$venv/.requirements-sha256" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$venv/.requirements-sha256"
 fi
 say "schemas (Kubernetes, vendored CRDs) and policies (k8s/tools/validate.py)"
-"$venv/bin/python" k8s/tools/validate.py --crds k8s/crds "${rendered[@]}"
+"$venv/bin/python" k8s/tools/validate.py --crds k8s/crds \
+  --prometheus-rules docker/prometheus/rules.yml "${rendered[@]}"
+
+# --- 4. The PrometheusRule is generated ------------------------------------------------------
+say "k8s/base/prometheus-rules.yaml is what scripts/sync-prometheus-rules.sh writes"
+bash scripts/sync-prometheus-rules.sh --check
 
 say "k8s checks passed"
