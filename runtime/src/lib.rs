@@ -1,7 +1,8 @@
 //! What every shop service runs, written once: Kafka producers and consumers, the dead-letter
 //! path, the outbox and its relay, database bootstrapping, the HTTP server with the
 //! operational endpoints (`/healthz`, `/readyz`, `/metrics`, `/assignment`) and OpenAPI,
-//! telemetry, and the app that starts and stops them together.
+//! telemetry, the one retry policy every loop that waits uses, and the app that starts and
+//! stops them together.
 //!
 //! The events themselves (envelope, payloads, topics, principals) are the contract, in
 //! `shop-contract`; they are re-exported here under the same paths, so a service needs this
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 pub mod presence;
+pub mod retry;
 pub mod secret;
 pub mod telemetry;
 #[cfg(feature = "testing")]
