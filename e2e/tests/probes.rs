@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use shop_runtime::Envelope;
 use shop_runtime::Event;
 use shop_runtime::app::ConsumerApp;
-use shop_runtime::kafka::{Applied, Handler, HandlerError, RetryPolicy};
+use shop_runtime::kafka::{Applied, Handler, HandlerError};
+use shop_runtime::retry;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Semaphore;
 
@@ -163,7 +164,7 @@ async fn healthz_fails_while_the_consume_loop_is_stuck_and_passes_once_it_moves_
             release: release.clone(),
         },
         Default::default(),
-        RetryPolicy::default(),
+        retry::transient(),
     )
     .await;
     let stuck = spawn_consumer("stuck".to_owned(), app);

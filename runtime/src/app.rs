@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServiceSettings;
 use crate::health::Liveness;
 use crate::http::{self, ConsumerInfo, OpsState};
-use crate::kafka::{self, EventConsumer, Handler, RetryPolicy};
+use crate::kafka::{self, EventConsumer, Handler};
 use crate::metrics::{ConsumerMetrics, HttpMetrics};
 use crate::outbox::{OutboxRelay, RelayMetrics};
 use crate::presence::Presence;
@@ -29,13 +29,14 @@ pub struct ConsumerApp<H> {
 
 impl<H: Handler> ConsumerApp<H> {
     /// Creates the topics if needed, connects to Kafka and binds the HTTP port. `routes`
-    /// are the service's own read endpoints.
+    /// are the service's own read endpoints; `retry` is how a transient failure of an event
+    /// is retried before it is parked (every service: [`crate::retry::transient`]).
     pub async fn build(
         settings: &ServiceSettings,
         pool: PgPool,
         handler: H,
         routes: Router,
-        retry: RetryPolicy,
+        retry: crate::retry::Policy,
     ) -> anyhow::Result<Self> {
         settings.validate().map_err(anyhow::Error::msg)?;
         kafka::ensure_topics(&settings.kafka, &H::PRINCIPAL.topics()).await?;

@@ -236,10 +236,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_startup_wait_gives_up_at_its_deadline_and_its_last_sleep_ends_there() {
         let deadline = Duration::from_secs(3);
-        let mut delays = startup(deadline).build();
         let started = Instant::now();
         let mut slept = Vec::new();
-        while let Some(delay) = delays.next() {
+        for delay in startup(deadline).build() {
             assert!(delay < Duration::from_secs(1), "{delay:?}");
             slept.push(delay);
             tokio::time::advance(delay).await;

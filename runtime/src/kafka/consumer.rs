@@ -4,9 +4,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use backon::Retryable;
 use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -19,13 +21,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use super::assignment::{Assignment, RebalanceContext};
-use super::handler::{Handler, HandlerError, RetryPolicy};
+use super::handler::{Handler, HandlerError};
 use super::{EventProducer, OutgoingRecord};
 use crate::config::KafkaSettings;
 use crate::envelope::{Envelope, Event};
 use crate::health::LoopBeat;
 use crate::metrics::ConsumerMetrics;
 use crate::presence::RecentlyHandled;
+use crate::retry::{self, Policy};
 use crate::{topics, trace};
 
 /// A partition of one of the handler's topics: the topic's index in `H::TOPICS`, and the
@@ -48,7 +51,7 @@ pub struct EventConsumer<H> {
     handler: H,
     pool: PgPool,
     dead_letters: EventProducer,
-    retry: RetryPolicy,
+    retry: Policy,
     metrics: ConsumerMetrics,
     group: String,
     /// Notified after every commit, so events the handler put in the outbox leave at once.
@@ -73,7 +76,7 @@ impl<H: Handler> EventConsumer<H> {
         settings: &KafkaSettings,
         pool: PgPool,
         handler: H,
-        retry: RetryPolicy,
+        retry: Policy,
         metrics: ConsumerMetrics,
         outbox_wake: Arc<Notify>,
     ) -> anyhow::Result<Self> {
@@ -332,45 +335,51 @@ impl<H: Handler> EventConsumer<H> {
         Progress::Done
     }
 
-    /// Applies one event, retrying transient failures; parks it when it is rejected or
-    /// retries run out.
+    /// Applies one event, retrying transient failures ([`retry::transient`] unless the
+    /// service chose otherwise); parks it when it is rejected or retries run out.
     async fn apply_one(
         &self,
         message: &BorrowedMessage<'_>,
         event: &Envelope<Event>,
         shutdown: &CancellationToken,
     ) -> Progress {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let error = match self.apply(&[message], std::slice::from_ref(event)).await {
-                Ok(()) => {
-                    tracing::debug!(attempt, "event handled");
-                    return Progress::Done;
-                }
-                Err(HandlerError::Permanent(err)) => {
-                    tracing::warn!(error = %format!("{err:#}"), "event rejected by handler");
-                    return self
-                        .park(message, "rejected", &format!("{err:#}"), attempt, shutdown)
-                        .await;
-                }
-                Err(HandlerError::Transient(err)) => err,
-            };
-            if attempt >= self.retry.max_attempts {
-                tracing::error!(attempt, error = %format!("{error:#}"), "retries exhausted");
-                let reason = format!("{error:#}");
-                return self
-                    .park(message, "retries_exhausted", &reason, attempt, shutdown)
-                    .await;
-            }
-            let backoff = self.retry.backoff(attempt);
+        let counted = AtomicU32::new(0);
+        let attempts = &counted;
+        let result = (|| async move {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.apply(&[message], std::slice::from_ref(event)).await
+        })
+        .retry(self.retry)
+        .sleep(retry::sleep_until_cancelled(shutdown))
+        .when(|err| matches!(err, HandlerError::Transient(_)) && !shutdown.is_cancelled())
+        .notify(|error, backoff| {
+            let attempt = attempts.load(Ordering::Relaxed);
             self.metrics.count("retried", 1);
             tracing::warn!(attempt, ?backoff, error = %format!("{error:#}"), "handler failed, retrying");
-            tokio::select! {
-                () = shutdown.cancelled() => return Progress::Interrupted(0),
-                () = tokio::time::sleep(backoff) => {}
+        })
+        .await;
+        let attempt = counted.load(Ordering::Relaxed);
+        let error = match result {
+            Ok(()) => {
+                tracing::debug!(attempt, "event handled");
+                return Progress::Done;
             }
+            Err(HandlerError::Permanent(err)) => {
+                tracing::warn!(error = %format!("{err:#}"), "event rejected by handler");
+                return self
+                    .park(message, "rejected", &format!("{err:#}"), attempt, shutdown)
+                    .await;
+            }
+            Err(HandlerError::Transient(err)) => err,
+        };
+        let exhausted = self.retry.max_attempts().is_some_and(|max| attempt >= max);
+        if shutdown.is_cancelled() && !exhausted {
+            return Progress::Interrupted(0);
         }
+        tracing::error!(attempt, error = %format!("{error:#}"), "retries exhausted");
+        let reason = format!("{error:#}");
+        self.park(message, "retries_exhausted", &reason, attempt, shutdown)
+            .await
     }
 
     /// One transaction: claims the events' ids (`events[i]` decoded from `messages[i]`),
@@ -469,30 +478,31 @@ impl<H: Handler> EventConsumer<H> {
             payload: message.payload().unwrap_or_default(),
             headers: &headers,
         };
-        let mut backoff = self.retry.initial_backoff;
-        loop {
-            match self.dead_letters.send(record).await {
-                Ok((partition, offset)) => {
-                    self.metrics.count("dead_lettered", 1);
-                    tracing::warn!(
-                        dead_letter_topic,
-                        partition,
-                        offset,
-                        kind,
-                        reason,
-                        "message parked on the dead-letter topic"
-                    );
-                    return Progress::Done;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, ?backoff, "cannot park message yet, retrying");
-                }
+        let parked = (|| self.dead_letters.send(record))
+            .retry(retry::persistent())
+            .sleep(retry::sleep_until_cancelled(shutdown))
+            .when(|_| !shutdown.is_cancelled())
+            .notify(|err, backoff| {
+                tracing::error!(error = %err, ?backoff, "cannot park message yet, retrying");
+            })
+            .await;
+        match parked {
+            Ok((partition, offset)) => {
+                self.metrics.count("dead_lettered", 1);
+                tracing::warn!(
+                    dead_letter_topic,
+                    partition,
+                    offset,
+                    kind,
+                    reason,
+                    "message parked on the dead-letter topic"
+                );
+                Progress::Done
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return Progress::Interrupted(0),
-                () = tokio::time::sleep(backoff) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "shutdown before the message could be parked");
+                Progress::Interrupted(0)
             }
-            backoff = (backoff * 2).min(self.retry.max_backoff);
         }
     }
 

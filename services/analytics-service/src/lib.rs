@@ -15,7 +15,7 @@ pub use handler::CountOrders;
 
 use shop_runtime::app::ConsumerApp;
 use shop_runtime::config::ServiceSettings;
-use shop_runtime::kafka::RetryPolicy;
+use shop_runtime::retry;
 
 pub type Application = ConsumerApp<CountOrders>;
 
@@ -27,7 +27,7 @@ pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
         pool.clone(),
         CountOrders,
         routes,
-        RetryPolicy::default(),
+        retry::transient(),
     )
     .await
 }

@@ -18,7 +18,7 @@ pub use handler::NotifyCustomer;
 
 use anyhow::Context;
 use shop_runtime::app::ConsumerApp;
-use shop_runtime::kafka::RetryPolicy;
+use shop_runtime::retry;
 
 pub type Application = ConsumerApp<NotifyCustomer>;
 
@@ -33,5 +33,5 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let pool = shop_runtime::db::connect(service, &db::MIGRATOR).await?;
     let routes = routes::router(pool.clone());
     let handler = NotifyCustomer { mailer, from };
-    ConsumerApp::build(service, pool, handler, routes, RetryPolicy::default()).await
+    ConsumerApp::build(service, pool, handler, routes, retry::transient()).await
 }

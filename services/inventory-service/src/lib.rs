@@ -18,7 +18,7 @@ pub use config::{Config, IDENTITY, Settings};
 pub use handler::ReserveStock;
 
 use shop_runtime::app::ConsumerApp;
-use shop_runtime::kafka::RetryPolicy;
+use shop_runtime::retry;
 
 pub type Application = ConsumerApp<ReserveStock>;
 
@@ -31,7 +31,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         pool.clone(),
         ReserveStock,
         routes,
-        RetryPolicy::default(),
+        retry::transient(),
     )
     .await
 }

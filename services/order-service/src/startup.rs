@@ -5,10 +5,11 @@ use prometheus_client::metrics::counter::Counter;
 use shop_runtime::app::stop_on_exit;
 use shop_runtime::health::Liveness;
 use shop_runtime::http::{self, ConsumerInfo, OpsState};
-use shop_runtime::kafka::{EventConsumer, RetryPolicy};
+use shop_runtime::kafka::EventConsumer;
 use shop_runtime::metrics::{self, ConsumerMetrics, HttpMetrics};
 use shop_runtime::outbox::{OutboxRelay, RelayMetrics};
 use shop_runtime::presence::Presence;
+use shop_runtime::retry;
 use shop_runtime::{db as shared_db, kafka};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -85,7 +86,7 @@ impl Application {
             &service.kafka,
             pool.clone(),
             DecideOrders,
-            RetryPolicy::default(),
+            retry::transient(),
             consumer_metrics.clone(),
             relay_wake.clone(),
         )

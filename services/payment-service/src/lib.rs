@@ -24,7 +24,7 @@ pub use config::{Config, DEFAULT_CARD_LIMIT_CENTS, IDENTITY, Settings};
 pub use handler::AuthorizePayment;
 
 use shop_runtime::app::ConsumerApp;
-use shop_runtime::kafka::RetryPolicy;
+use shop_runtime::retry;
 
 pub type Application = ConsumerApp<AuthorizePayment>;
 
@@ -35,5 +35,5 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let handler = AuthorizePayment {
         card_limit_cents: settings.card_limit_cents,
     };
-    ConsumerApp::build(service, pool, handler, routes, RetryPolicy::default()).await
+    ConsumerApp::build(service, pool, handler, routes, retry::transient()).await
 }
