@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use backon::Retryable;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -32,7 +32,7 @@ use crate::envelope::{Envelope, headers};
 use crate::events::EventData;
 use crate::health::LoopBeat;
 use crate::kafka::{EventProducer, OutgoingRecord};
-use crate::retry;
+use crate::retry::{self, Retryable};
 
 /// An event ready for the outbox: where it goes, under which key, and its bytes.
 #[derive(Debug, Clone)]

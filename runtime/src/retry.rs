@@ -16,6 +16,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// `.retry(policy)` on an async closure; here so a crate using the policies needs no
+/// dependency on backon of its own.
+pub use backon::Retryable;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -168,8 +171,6 @@ impl backon::Sleeper for UntilCancelled {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    use backon::Retryable;
 
     use super::*;
 

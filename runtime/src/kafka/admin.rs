@@ -2,14 +2,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::Retryable;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use crate::config::KafkaSettings;
-use crate::{retry, topics};
+use crate::retry::{self, Retryable};
+use crate::topics;
 
 /// How long the presence topic keeps heartbeats: one hour.
 const PRESENCE_RETENTION_MS: &str = "3600000";

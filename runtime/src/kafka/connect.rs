@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use backon::Retryable;
+
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -20,7 +20,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use crate::config::KafkaSettings;
-use crate::retry;
+use crate::retry::{self, Retryable};
 
 /// Remembers what librdkafka reported while connecting: the last error, and the first one no
 /// retry can fix (a later "all brokers down" must not hide why they are).

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use backon::Retryable;
+
 use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -28,7 +28,7 @@ use crate::envelope::{Envelope, Event};
 use crate::health::LoopBeat;
 use crate::metrics::ConsumerMetrics;
 use crate::presence::RecentlyHandled;
-use crate::retry::{self, Policy};
+use crate::retry::{self, Policy, Retryable};
 use crate::{topics, trace};
 
 /// A partition of one of the handler's topics: the topic's index in `H::TOPICS`, and the
