@@ -21,8 +21,8 @@ pub struct Config {
     /// cancelled (and whatever was reserved or authorized for it is undone). Longer than a
     /// deploy or a short outage of a consumer, which orders should survive; a card
     /// authorization outlives it by days.
-    #[arg(long, env = "SAGA_TIMEOUT_SECS", default_value_t = 900)]
-    pub saga_timeout_secs: u64,
+    #[arg(long, env = "SAGA_TIMEOUT_SECS", default_value = "900", value_parser = shop_runtime::config::secs)]
+    pub saga_timeout_secs: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ impl Config {
     pub fn into_settings(self) -> Result<Settings, String> {
         Ok(Settings {
             service: ServiceSettings::from_args(IDENTITY, self.common)?,
-            saga_timeout: Duration::from_secs(self.saga_timeout_secs),
+            saga_timeout: self.saga_timeout_secs,
         })
     }
 }
