@@ -192,14 +192,20 @@ impl OutboxRelay {
     /// [`retry::persistent`] delay, until it goes out or shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         while !shutdown.is_cancelled() {
-            let batch = (|| self.publish_in_hand(&shutdown))
-                .retry(retry::persistent())
-                .sleep(retry::sleep_until_cancelled(&shutdown))
-                .when(|_| !shutdown.is_cancelled())
-                .notify(|err, backoff| {
-                    tracing::warn!(error = %format!("{err:#}"), ?backoff, "outbox relay will retry");
-                })
-                .await;
+            let attempts = retry::Attempts::until(&shutdown);
+            let batch = (|| async {
+                if !attempts.begin() {
+                    bail!("shutdown");
+                }
+                self.publish_in_hand(&shutdown).await
+            })
+            .retry(retry::persistent())
+            .sleep(retry::sleep_until_cancelled(&shutdown))
+            .when(|_| !attempts.stopped())
+            .notify(|err, backoff| {
+                tracing::warn!(error = %format!("{err:#}"), ?backoff, "outbox relay will retry");
+            })
+            .await;
             match batch {
                 Ok(Batch::Published(count)) if count as i64 == BATCH => continue,
                 Ok(Batch::Published(_)) => {

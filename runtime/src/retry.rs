@@ -4,8 +4,8 @@
 //! A loop that retries runs its attempt through [`backon::Retryable::retry`] with one of the
 //! named policies below; what it does between attempts (log the error, count a metric) goes
 //! in `.notify`, which errors are not worth another attempt in `.when`. A loop that honours a
-//! shutdown sleeps with [`sleep_until_cancelled`] and stops retrying in `.when` once the
-//! shutdown has begun.
+//! shutdown sleeps with [`sleep_until_cancelled`], and begins each attempt through
+//! [`Attempts::begin`], so that no retry follows once the shutdown has begun.
 //!
 //! Every delay is jittered (backon adds a random fraction of it): `base × (1 + r)`, `r`
 //! uniform in [0, 1), where `base` starts at `min_delay` and is multiplied by `factor` after
@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// `.retry(policy)` on an async closure; here so a crate using the policies needs no
@@ -145,7 +146,7 @@ impl Iterator for Delays {
 }
 
 /// backon's sleeper for a loop that honours a shutdown: a sleep ends early once `shutdown` is
-/// cancelled. The loop's `.when` must then refuse another retry (`!shutdown.is_cancelled()`).
+/// cancelled. The attempt that follows must not run: see [`Attempts`].
 pub fn sleep_until_cancelled(shutdown: &CancellationToken) -> UntilCancelled {
     UntilCancelled(shutdown.clone())
 }
@@ -168,10 +169,46 @@ impl backon::Sleeper for UntilCancelled {
     }
 }
 
+/// The attempts of a retry that honours a shutdown. The first always runs (the work in hand
+/// is finished); once the shutdown has begun, no other does, so a wait cut short by
+/// [`sleep_until_cancelled`] ends the retry instead of trying again.
+#[derive(Debug)]
+pub struct Attempts<'a> {
+    shutdown: &'a CancellationToken,
+    made: AtomicU32,
+}
+
+impl<'a> Attempts<'a> {
+    pub fn until(shutdown: &'a CancellationToken) -> Self {
+        Attempts {
+            shutdown,
+            made: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether the next attempt may run, counting it if so: called first thing in the
+    /// attempt, which returns an error at once on `false`.
+    pub fn begin(&self) -> bool {
+        if self.made() > 0 && self.stopped() {
+            return false;
+        }
+        self.made.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Attempts made so far.
+    pub fn made(&self) -> u32 {
+        self.made.load(Ordering::Relaxed)
+    }
+
+    /// Whether the shutdown has begun: `.when` then refuses a retry.
+    pub fn stopped(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
     use super::*;
 
     fn ms(n: u64) -> Duration {
@@ -290,28 +327,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_retry_that_honours_shutdown_stops_waiting_once_it_is_cancelled() {
+    async fn a_retry_that_honours_shutdown_stops_waiting_and_trying_once_it_is_cancelled() {
         let shutdown = CancellationToken::new();
-        let attempts = AtomicU32::new(0);
+        let attempts = Attempts::until(&shutdown);
+        let tried_after_shutdown = AtomicU32::new(0);
         let started = Instant::now();
-        let cancel = {
-            let shutdown = shutdown.clone();
-            async move {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                shutdown.cancel();
-            }
+        let cancel = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            shutdown.cancel();
         };
         let retry = (|| async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            Err::<(), _>("down")
+            if !attempts.begin() {
+                return Err::<(), _>("stopped");
+            }
+            if shutdown.is_cancelled() {
+                tried_after_shutdown.fetch_add(1, Ordering::Relaxed);
+            }
+            Err("down")
         })
         .retry(persistent())
         .sleep(sleep_until_cancelled(&shutdown))
-        .when(|_| !shutdown.is_cancelled());
+        .when(|_| !attempts.stopped());
         let (result, ()) = tokio::join!(retry, cancel);
-        assert_eq!(result, Err("down"));
-        // Cancelled mid-sleep: one more attempt at once, then no more waiting.
+        assert_eq!(result, Err("stopped"));
+        // The wait in progress ended at the shutdown, and nothing was tried after it.
         assert_eq!(started.elapsed(), Duration::from_secs(10));
-        assert!(attempts.load(Ordering::Relaxed) >= 4);
+        assert_eq!(tried_after_shutdown.load(Ordering::Relaxed), 0);
+        assert!(attempts.made() >= 4, "{}", attempts.made());
+    }
+
+    #[test]
+    fn the_first_attempt_runs_even_after_shutdown_and_no_retry_does() {
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let attempts = Attempts::until(&shutdown);
+        assert!(attempts.begin());
+        assert!(!attempts.begin());
+        assert_eq!(attempts.made(), 1);
     }
 }

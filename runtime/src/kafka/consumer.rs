@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -343,22 +342,22 @@ impl<H: Handler> EventConsumer<H> {
         event: &Envelope<Event>,
         shutdown: &CancellationToken,
     ) -> Progress {
-        let counted = AtomicU32::new(0);
-        let attempts = &counted;
-        let result = (|| async move {
-            attempts.fetch_add(1, Ordering::Relaxed);
+        let attempts = retry::Attempts::until(shutdown);
+        let result = (|| async {
+            if !attempts.begin() {
+                return Err(HandlerError::Transient(anyhow::anyhow!("shutdown")));
+            }
             self.apply(&[message], std::slice::from_ref(event)).await
         })
         .retry(self.retry)
         .sleep(retry::sleep_until_cancelled(shutdown))
-        .when(|err| matches!(err, HandlerError::Transient(_)) && !shutdown.is_cancelled())
+        .when(|err| matches!(err, HandlerError::Transient(_)) && !attempts.stopped())
         .notify(|error, backoff| {
-            let attempt = attempts.load(Ordering::Relaxed);
             self.metrics.count("retried", 1);
-            tracing::warn!(attempt, ?backoff, error = %format!("{error:#}"), "handler failed, retrying");
+            tracing::warn!(attempt = attempts.made(), ?backoff, error = %format!("{error:#}"), "handler failed, retrying");
         })
         .await;
-        let attempt = counted.load(Ordering::Relaxed);
+        let attempt = attempts.made();
         let error = match result {
             Ok(()) => {
                 tracing::debug!(attempt, "event handled");
@@ -478,14 +477,20 @@ impl<H: Handler> EventConsumer<H> {
             payload: message.payload().unwrap_or_default(),
             headers: &headers,
         };
-        let parked = (|| self.dead_letters.send(record))
-            .retry(retry::persistent())
-            .sleep(retry::sleep_until_cancelled(shutdown))
-            .when(|_| !shutdown.is_cancelled())
-            .notify(|err, backoff| {
-                tracing::error!(error = %err, ?backoff, "cannot park message yet, retrying");
-            })
-            .await;
+        let tries = retry::Attempts::until(shutdown);
+        let parked = (|| async {
+            if !tries.begin() {
+                return Err(anyhow::anyhow!("shutdown"));
+            }
+            Ok(self.dead_letters.send(record).await?)
+        })
+        .retry(retry::persistent())
+        .sleep(retry::sleep_until_cancelled(shutdown))
+        .when(|_| !tries.stopped())
+        .notify(|err, backoff| {
+            tracing::error!(error = %err, ?backoff, "cannot park message yet, retrying");
+        })
+        .await;
         match parked {
             Ok((partition, offset)) => {
                 self.metrics.count("dead_lettered", 1);
@@ -499,10 +504,8 @@ impl<H: Handler> EventConsumer<H> {
                 );
                 Progress::Done
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "shutdown before the message could be parked");
-                Progress::Interrupted(0)
-            }
+            // Only at shutdown: parking never gives up otherwise.
+            Err(_) => Progress::Interrupted(0),
         }
     }
 
