@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServiceSettings;
 use crate::health::Liveness;
 use crate::http::{self, ConsumerInfo, OpsState};
-use crate::kafka::{self, EventConsumer, Handler, RetryPolicy};
+use crate::kafka::{self, EventConsumer, Handler};
 use crate::metrics::{ConsumerMetrics, HttpMetrics};
 use crate::outbox::{OutboxRelay, RelayMetrics};
 use crate::presence::Presence;
@@ -125,7 +125,7 @@ pub struct ServiceBuilder<'a, H> {
     settings: &'a ServiceSettings,
     pool: PgPool,
     handler: H,
-    retry: RetryPolicy,
+    retry: crate::retry::Policy,
     registry: Registry,
     routes: Box<dyn FnOnce(&Wiring) -> Router + Send + 'a>,
     tasks: Vec<Box<dyn FnOnce(Wiring) -> Task + Send + 'a>>,
@@ -138,15 +138,16 @@ impl<'a, H: Handler> ServiceBuilder<'a, H> {
             settings,
             pool,
             handler,
-            retry: RetryPolicy::default(),
+            retry: crate::retry::transient(),
             registry: crate::metrics::service_registry(settings.name),
             routes: Box::new(|_| Router::new()),
             tasks: Vec::new(),
         }
     }
 
-    /// How the consumer retries an event that fails for a passing reason.
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+    /// How the consumer retries an event that fails for a passing reason before it parks it
+    /// (by default [`crate::retry::transient`]).
+    pub fn retry(mut self, retry: crate::retry::Policy) -> Self {
         self.retry = retry;
         self
     }

@@ -21,6 +21,10 @@ pub struct ServiceIdentity {
 }
 
 /// Environment variables shared by every service. Flatten into a service's own `clap` parser.
+///
+/// A duration's name says its unit (`_MS`, `_SECS`): a bare whole number is in that unit, and a
+/// number with a unit of its own is read by humantime (`KAFKA_MESSAGE_TIMEOUT_MS=2m`); see
+/// [`millis`] and [`secs`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// Kafka brokers to bootstrap from, comma-separated.
@@ -67,8 +71,8 @@ pub struct CommonArgs {
     /// How long a consumer may be silent before the group hands its partitions to others
     /// (heartbeats go every third of it). 6 s is the least a Kafka broker accepts by default
     /// (`group.min.session.timeout.ms`): a crashed instance's partitions move within ~10 s.
-    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6_000)]
-    pub kafka_session_timeout_ms: u64,
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value = "6000", value_parser = millis)]
+    pub kafka_session_timeout_ms: Duration,
     /// Connections to the service's database. Every instance of every service takes this many
     /// from PostgreSQL's `max_connections` (100 by default); a request or an event holds one
     /// for a few milliseconds, so ten keep two cores busy.
@@ -83,27 +87,27 @@ pub struct CommonArgs {
     #[arg(long, env = "HTTP_MAX_QUEUED", default_value_t = 256)]
     pub http_max_queued: u32,
     /// How long a request waits for a turn before it is answered 503 with `Retry-After`.
-    #[arg(long, env = "HTTP_QUEUE_TIMEOUT_MS", default_value_t = 1_000)]
-    pub http_queue_timeout_ms: u64,
+    #[arg(long, env = "HTTP_QUEUE_TIMEOUT_MS", default_value = "1000", value_parser = millis)]
+    pub http_queue_timeout_ms: Duration,
     #[command(flatten)]
     pub http_limits: ServerLimitsArgs,
     /// How often the outbox relay looks for unpublished events written by other instances
     /// (its own instance wakes it at once).
-    #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 500)]
-    pub outbox_poll_interval_ms: u64,
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value = "500", value_parser = millis)]
+    pub outbox_poll_interval_ms: Duration,
     /// How long the producer keeps retrying one event before the relay gives up on the batch
     /// and tries again (Kafka's `delivery.timeout.ms`). Keep it longer than a broker restart:
     /// a message that times out makes librdkafka bump the idempotent producer's epoch.
-    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 120_000)]
-    pub kafka_message_timeout_ms: u64,
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value = "120000", value_parser = millis)]
+    pub kafka_message_timeout_ms: Duration,
     /// How long the consumer may spend on one batch, or the relay on one publish, before
     /// `/healthz` fails. Must be longer than KAFKA_MESSAGE_TIMEOUT_MS, which a publish may
     /// legitimately take while the broker is away.
-    #[arg(long, env = "HEALTH_STUCK_AFTER_SECS", default_value_t = 300)]
-    pub health_stuck_after_secs: u64,
+    #[arg(long, env = "HEALTH_STUCK_AFTER_SECS", default_value = "300", value_parser = secs)]
+    pub health_stuck_after_secs: Duration,
     /// How long to wait for Kafka and PostgreSQL at start-up before giving up.
-    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
-    pub startup_timeout_secs: u64,
+    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value = "30", value_parser = secs)]
+    pub startup_timeout_secs: Duration,
     /// `text` for a terminal, `json` for containers.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -169,10 +173,10 @@ impl ServiceSettings {
         if self.stuck_after <= self.message_timeout {
             return Err(format!(
                 "HEALTH_STUCK_AFTER_SECS ({}) must be longer than KAFKA_MESSAGE_TIMEOUT_MS \
-                 ({} ms): a publish may take that long while the broker is away, and the \
+                 ({}): a publish may take that long while the broker is away, and the \
                  service would be restarted for waiting",
-                self.stuck_after.as_secs(),
-                self.message_timeout.as_millis()
+                humantime::format_duration(self.stuck_after),
+                humantime::format_duration(self.message_timeout)
             ));
         }
         Ok(())
@@ -201,12 +205,12 @@ impl ServiceSettings {
             http_in_flight: InFlightLimits {
                 max: args.http_max_in_flight as usize,
                 max_queued: args.http_max_queued as usize,
-                queue_timeout: Duration::from_millis(args.http_queue_timeout_ms),
+                queue_timeout: args.http_queue_timeout_ms,
             },
             http_limits: args.http_limits.resolve(),
-            outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
-            message_timeout: Duration::from_millis(args.kafka_message_timeout_ms),
-            stuck_after: Duration::from_secs(args.health_stuck_after_secs),
+            outbox_poll_interval: args.outbox_poll_interval_ms,
+            message_timeout: args.kafka_message_timeout_ms,
+            stuck_after: args.health_stuck_after_secs,
             kafka: KafkaSettings {
                 bootstrap_servers: args.kafka_bootstrap_servers,
                 security,
@@ -217,8 +221,8 @@ impl ServiceSettings {
                 client_id: instance_id.clone(),
                 topic_replication_factor: args.kafka_topic_replication_factor,
                 topic_min_insync_replicas: args.kafka_topic_min_insync_replicas,
-                session_timeout: Duration::from_millis(args.kafka_session_timeout_ms),
-                startup_timeout: Duration::from_secs(args.startup_timeout_secs),
+                session_timeout: args.kafka_session_timeout_ms,
+                startup_timeout: args.startup_timeout_secs,
             },
             instance_id,
             log_format: args.log_format,
@@ -247,21 +251,43 @@ impl ServiceSettings {
                 instance_id: Some(instance_id.to_owned()),
                 kafka_topic_replication_factor: 1,
                 kafka_topic_min_insync_replicas: None,
-                kafka_session_timeout_ms: 6_000,
+                kafka_session_timeout_ms: Duration::from_secs(6),
                 database_pool_size: 10,
                 http_max_in_flight: 64,
                 http_max_queued: 256,
-                http_queue_timeout_ms: 1_000,
+                http_queue_timeout_ms: Duration::from_secs(1),
                 http_limits: ServerLimitsArgs::default(),
-                outbox_poll_interval_ms: 200,
-                kafka_message_timeout_ms: 60_000,
-                health_stuck_after_secs: 300,
-                startup_timeout_secs: 30,
+                outbox_poll_interval_ms: Duration::from_millis(200),
+                kafka_message_timeout_ms: Duration::from_secs(60),
+                health_stuck_after_secs: Duration::from_secs(300),
+                startup_timeout_secs: Duration::from_secs(30),
                 log_format: LogFormat::Text,
             },
         )
         .expect("test settings are valid")
     }
+}
+
+/// A duration setting named `*_MS`: a bare whole number of milliseconds, as these settings
+/// always took, or a duration with its unit, read by humantime (`1500ms`, `30s`, `2m`).
+pub fn millis(value: &str) -> Result<Duration, String> {
+    duration(value, Duration::from_millis, "milliseconds")
+}
+
+/// A duration setting named `*_SECS`: a bare whole number of seconds, as these settings always
+/// took, or a duration with its unit, read by humantime (`90s`, `2m`, `1h 30m`).
+pub fn secs(value: &str) -> Result<Duration, String> {
+    duration(value, Duration::from_secs, "seconds")
+}
+
+fn duration(value: &str, bare: fn(u64) -> Duration, unit: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if let Ok(number) = value.parse::<u64>() {
+        return Ok(bare(number));
+    }
+    humantime::parse_duration(value).map_err(|err| {
+        format!("`{value}`: {err}; expected a whole number of {unit}, or a duration such as 1500ms, 30s or 2m")
+    })
 }
 
 /// The settings, or else the configuration problem printed as `clap` prints its own errors,
@@ -304,4 +330,94 @@ fn database_url(identity: ServiceIdentity, args: &CommonArgs) -> Result<Secret, 
         .set_password(Some(password.expose()))
         .map_err(|()| "DATABASE_URL cannot take a password".to_owned())?;
     Ok(Secret::new(parsed.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CommonArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("service").chain(args.iter().copied()))
+            .map(|cli| cli.common)
+    }
+
+    #[test]
+    fn a_bare_number_keeps_the_unit_its_setting_is_named_for() {
+        assert_eq!(millis("1500"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(secs("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(secs(" 0 "), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_duration_with_its_unit_is_read_by_humantime() {
+        assert_eq!(millis("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(millis("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(secs("1h 30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(secs("1500ms"), Ok(Duration::from_millis(1_500)));
+    }
+
+    #[test]
+    fn a_duration_that_is_neither_is_refused_saying_what_would_do() {
+        for wrong in ["soon", "-5", "1.5", "5 parsecs", ""] {
+            let err = secs(wrong).expect_err(wrong);
+            assert!(err.contains("whole number of seconds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_the_durations_they_always_were() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.kafka_session_timeout_ms, Duration::from_secs(6));
+        assert_eq!(args.http_queue_timeout_ms, Duration::from_secs(1));
+        assert_eq!(args.outbox_poll_interval_ms, Duration::from_millis(500));
+        assert_eq!(args.kafka_message_timeout_ms, Duration::from_secs(120));
+        assert_eq!(args.health_stuck_after_secs, Duration::from_secs(300));
+        assert_eq!(args.startup_timeout_secs, Duration::from_secs(30));
+        assert_eq!(
+            args.http_limits.resolve(),
+            crate::http::ServerLimits {
+                header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 512,
+            }
+        );
+    }
+
+    #[test]
+    fn every_duration_setting_takes_its_old_number_or_a_duration_with_a_unit() {
+        let args = parse(&[
+            "--kafka-session-timeout-ms",
+            "10000",
+            "--outbox-poll-interval-ms",
+            "1s",
+            "--kafka-message-timeout-ms",
+            "3m",
+            "--health-stuck-after-secs",
+            "600",
+            "--startup-timeout-secs",
+            "2m",
+            "--http-idle-timeout-secs",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(args.kafka_session_timeout_ms, Duration::from_secs(10));
+        assert_eq!(args.outbox_poll_interval_ms, Duration::from_secs(1));
+        assert_eq!(args.kafka_message_timeout_ms, Duration::from_secs(180));
+        assert_eq!(args.health_stuck_after_secs, Duration::from_secs(600));
+        assert_eq!(args.startup_timeout_secs, Duration::from_secs(120));
+        assert_eq!(
+            args.http_limits.resolve().idle_timeout,
+            Duration::from_secs(90)
+        );
+        let err = parse(&["--startup-timeout-secs", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("whole number of seconds"), "{err}");
+    }
 }

@@ -1,8 +1,9 @@
 //! What every shop service runs, written once: Kafka producers and consumers, the dead-letter
 //! path, the outbox and its relay, database bootstrapping with the tables this crate writes to
 //! (`outbox`, `processed_events`) and their migrations, the HTTP server with the operational
-//! endpoints (`/healthz`, `/readyz`, `/metrics`, `/assignment`) and OpenAPI, telemetry, and
-//! the app that starts and stops them together.
+//! endpoints (`/healthz`, `/readyz`, `/metrics`, `/assignment`) and OpenAPI, telemetry, the
+//! one retry policy every loop that waits uses, and the app that starts and stops them
+//! together.
 //!
 //! The events themselves (envelope, payloads, topics, principals) are the contract, in
 //! `shop-contract`; they are re-exported here under the same paths, so a service needs this
@@ -22,6 +23,7 @@ pub mod migrations;
 pub mod openapi;
 pub mod outbox;
 pub mod presence;
+pub mod retry;
 pub mod secret;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -23,6 +24,7 @@ use crate::envelope::{Envelope, headers};
 use crate::events::EventData;
 use crate::health::LoopBeat;
 use crate::kafka::{EventProducer, OutgoingRecord};
+use crate::retry::{self, Retryable};
 
 /// An event ready for the outbox: where it goes, under which key, and its bytes.
 #[derive(Debug, Clone)]
@@ -140,7 +142,6 @@ impl RelayMetrics {
 
 /// Rows claimed per transaction; a full batch means more may be waiting.
 const BATCH: i64 = 200;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the batch in hand; what is left is published after restart.
 /// Well inside the 10 s an orchestrator gives between SIGTERM and SIGKILL by default.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -181,57 +182,82 @@ fn version_of(payload: &[u8]) -> String {
         .to_string()
 }
 
+/// What became of the batch in hand.
+enum Batch {
+    /// This many rows were claimed and published.
+    Published(usize),
+    /// Shutdown came and the broker did not answer within [`SHUTDOWN_GRACE`]: the rows stay in
+    /// the outbox.
+    Abandoned,
+}
+
 impl OutboxRelay {
     /// Publishes until `shutdown`; the batch in hand gets [`SHUTDOWN_GRACE`] to finish, then
-    /// the producer is flushed.
+    /// the producer is flushed. A batch that fails is tried again after a
+    /// [`retry::persistent`] delay, until it goes out or shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(250);
         while !shutdown.is_cancelled() {
-            let busy = self.beat.as_ref().map(LoopBeat::busy);
-            let batch = self.publish_batch();
-            tokio::pin!(batch);
-            let result = tokio::select! {
-                result = &mut batch => result,
-                () = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN_GRACE, batch).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        // Its transaction rolls back: the rows stay unpublished and go out
-                        // after the restart (consumers drop a copy that got through meanwhile).
-                        // The flush below gets only a moment: the broker is not answering.
-                        tracing::warn!(
-                            "broker unreachable at shutdown; the batch in hand stays in the outbox"
-                        );
-                        self.producer.flush(Duration::from_secs(2)).await;
-                        return Ok(());
-                    }
-                },
-            };
-            // Waiting for the next batch is idle, not stuck.
-            drop(busy);
-            match result {
-                Ok(count) if count as i64 == BATCH => continue,
-                Ok(_) => {
-                    backoff = Duration::from_millis(250);
+            let attempts = retry::Attempts::until(&shutdown);
+            let batch = (|| async {
+                if !attempts.begin() {
+                    bail!("shutdown");
+                }
+                self.publish_in_hand(&shutdown).await
+            })
+            .retry(retry::persistent())
+            .sleep(retry::sleep_until_cancelled(&shutdown))
+            .when(|_| !attempts.stopped())
+            .notify(|err, backoff| {
+                tracing::warn!(error = %format!("{err:#}"), ?backoff, "outbox relay will retry");
+            })
+            .await;
+            match batch {
+                Ok(Batch::Published(count)) if count as i64 == BATCH => continue,
+                Ok(Batch::Published(_)) => {
                     tokio::select! {
                         () = shutdown.cancelled() => {}
                         () = self.wake.notified() => {}
                         () = tokio::time::sleep(self.poll_interval) => {}
                     }
                 }
-                Err(err) => {
-                    self.metrics.failures.inc();
-                    tracing::warn!(error = %format!("{err:#}"), ?backoff, "outbox relay will retry");
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                Ok(Batch::Abandoned) => {
+                    // The flush gets only a moment: the broker is not answering.
+                    self.producer.flush(Duration::from_secs(2)).await;
+                    return Ok(());
                 }
+                // Only at shutdown: the relay stops retrying then.
+                Err(_) => {}
             }
         }
         self.producer.flush(Duration::from_secs(10)).await;
         tracing::info!("outbox relay stopped");
         Ok(())
+    }
+
+    /// One attempt: a batch published, busy for `/healthz` meanwhile; at shutdown it gets
+    /// [`SHUTDOWN_GRACE`] to finish.
+    async fn publish_in_hand(&self, shutdown: &CancellationToken) -> anyhow::Result<Batch> {
+        let _busy = self.beat.as_ref().map(LoopBeat::busy);
+        let batch = self.publish_batch();
+        tokio::pin!(batch);
+        let result = tokio::select! {
+            result = &mut batch => result,
+            () = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN_GRACE, batch).await {
+                Ok(result) => result,
+                Err(_) => {
+                    // Its transaction rolls back: the rows stay unpublished and go out
+                    // after the restart (consumers drop a copy that got through meanwhile).
+                    tracing::warn!(
+                        "broker unreachable at shutdown; the batch in hand stays in the outbox"
+                    );
+                    return Ok(Batch::Abandoned);
+                }
+            },
+        };
+        if result.is_err() {
+            self.metrics.failures.inc();
+        }
+        result.map(Batch::Published)
     }
 
     /// Claims a batch (`SKIP LOCKED`, so replicas never publish the same rows at once),

@@ -48,12 +48,12 @@ impl Default for ServerLimits {
 pub struct ServerLimitsArgs {
     /// How long a client may take to send a request's headers, counted from when its
     /// connection opens or its previous request is answered; then the connection is closed.
-    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
-    pub http_header_read_timeout_secs: u64,
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", default_value = "10", value_parser = crate::config::secs)]
+    pub http_header_read_timeout_secs: Duration,
     /// How long a connection may go without a byte moving either way (a body that never
     /// arrives, a response nobody reads) before it is closed.
-    #[arg(long, env = "HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
-    pub http_idle_timeout_secs: u64,
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT_SECS", default_value = "60", value_parser = crate::config::secs)]
+    pub http_idle_timeout_secs: Duration,
     /// Open HTTP connections at most; further clients wait in the listen backlog until one
     /// closes. Keep it under the process's file limit (`ulimit -n`, often 1,024).
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 512)]
@@ -63,8 +63,8 @@ pub struct ServerLimitsArgs {
 impl Default for ServerLimitsArgs {
     fn default() -> Self {
         ServerLimitsArgs {
-            http_header_read_timeout_secs: 10,
-            http_idle_timeout_secs: 60,
+            http_header_read_timeout_secs: Duration::from_secs(10),
+            http_idle_timeout_secs: Duration::from_secs(60),
             http_max_connections: 512,
         }
     }
@@ -73,8 +73,11 @@ impl Default for ServerLimitsArgs {
 impl ServerLimitsArgs {
     pub fn resolve(&self) -> ServerLimits {
         ServerLimits {
-            header_read_timeout: Duration::from_secs(self.http_header_read_timeout_secs.max(1)),
-            idle_timeout: Duration::from_secs(self.http_idle_timeout_secs.max(1)),
+            // At least a second: zero would close every connection at once.
+            header_read_timeout: self
+                .http_header_read_timeout_secs
+                .max(Duration::from_secs(1)),
+            idle_timeout: self.http_idle_timeout_secs.max(Duration::from_secs(1)),
             max_connections: self.http_max_connections.max(1),
         }
     }

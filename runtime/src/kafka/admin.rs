@@ -1,14 +1,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::bail;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use crate::config::KafkaSettings;
+use crate::retry::{self, Retryable};
 use crate::topics;
 
 /// How long the presence topic keeps heartbeats: one hour.
@@ -23,7 +23,8 @@ const PRESENCE_RETENTION_MS: &str = "3600000";
 /// every service does this, so the order in which they start does not matter. Without it (a
 /// cluster whose admin creates the topics, and where a service may not) it only waits for
 /// the topics it uses to appear, and names those still missing when it gives up. Retries
-/// until `startup_timeout`, so a service may start a little before its broker.
+/// ([`retry::startup`]) until `startup_timeout`, so a service may start a little before its
+/// broker.
 pub async fn ensure_topics(settings: &KafkaSettings, uses: &[&str]) -> anyhow::Result<()> {
     super::check_connection(settings).await?;
     let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(super::create(
@@ -35,21 +36,18 @@ pub async fn ensure_topics(settings: &KafkaSettings, uses: &[&str]) -> anyhow::R
     } else {
         uses.iter().map(|t| (*t).to_owned()).collect()
     };
-    let deadline = Instant::now() + settings.startup_timeout;
-    loop {
-        let failure = match create_missing(&admin, settings, &names).await {
-            Ok(()) => return Ok(()),
-            Err(failure) => failure,
-        };
-        if Instant::now() >= deadline {
-            bail!(
+    (|| create_missing(&admin, settings, &names))
+        .retry(retry::startup(settings.startup_timeout))
+        .notify(|failure, backoff| {
+            tracing::warn!(error = %failure, ?backoff, "topics not ready yet, retrying");
+        })
+        .await
+        .map_err(|failure| {
+            anyhow::anyhow!(
                 "topics not ready on Kafka at {}: {failure}",
                 settings.bootstrap_servers
-            );
-        }
-        tracing::warn!(error = %failure, "topics not ready yet, retrying");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            )
+        })
 }
 
 async fn create_missing(

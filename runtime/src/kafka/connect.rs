@@ -8,9 +8,11 @@
 //! an authentication or TLS failure, naming the cause.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -18,6 +20,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use crate::config::KafkaSettings;
+use crate::retry::{self, Retryable};
 
 /// Remembers what librdkafka reported while connecting: the last error, and the first one no
 /// retry can fix (a later "all brokers down" must not hide why they are).
@@ -90,8 +93,9 @@ fn explain(settings: &KafkaSettings, code: RDKafkaErrorCode, reason: &str) -> Op
     }
 }
 
-/// Waits until a broker answers a metadata request, for at most the start-up timeout; fails
-/// within seconds, with the cause, when the credentials or the TLS set-up are wrong.
+/// Waits until a broker answers a metadata request, retrying ([`retry::startup`]) for at most
+/// the start-up timeout; fails within seconds, with the cause, when the credentials or the
+/// TLS set-up are wrong.
 pub async fn check_connection(settings: &KafkaSettings) -> anyhow::Result<()> {
     let config = super::base_config(settings);
     let consumer: BaseConsumer<Watch> = {
@@ -108,9 +112,8 @@ pub async fn check_connection(settings: &KafkaSettings) -> anyhow::Result<()> {
     };
     let consumer = std::sync::Arc::new(consumer);
     let started = Instant::now();
-    let deadline = started + settings.startup_timeout;
-    let mut hints = 0;
-    loop {
+    let hints = AtomicU32::new(0);
+    let attempt = || async {
         let client = consumer.clone();
         let result = super::blocking(move || {
             let result = client.fetch_metadata(None, Timeout::After(Duration::from_secs(2)));
@@ -138,32 +141,55 @@ pub async fn check_connection(settings: &KafkaSettings) -> anyhow::Result<()> {
             .expect("watch lock poisoned")
             .take()
             .or_else(|| watch.last.lock().expect("watch lock poisoned").take());
-        let cause = match seen {
-            Some((code, reason)) => {
-                if is_protocol_hint(&reason) {
-                    hints += 1;
-                }
-                let mismatch = hints >= PROTOCOL_HINTS && started.elapsed() >= PROTOCOL_HINT_WINDOW;
-                if (is_hopeless(code) || mismatch)
-                    && let Some(problem) = explain(settings, code, &reason)
-                {
-                    bail!(
-                        "cannot connect to Kafka at {}: {problem}",
-                        settings.bootstrap_servers
-                    );
-                }
-                reason
-            }
-            None => error,
+        let Some((code, reason)) = seen else {
+            return Err(Failure::NotYet(error));
         };
-        if Instant::now() >= deadline {
-            bail!(
-                "cannot reach Kafka at {}: {cause} (is the broker running? set \
-                 KAFKA_BOOTSTRAP_SERVERS)",
-                settings.bootstrap_servers
-            );
+        if is_protocol_hint(&reason) {
+            hints.fetch_add(1, Ordering::Relaxed);
         }
-        tracing::warn!(error = %cause, "Kafka not reachable yet, retrying");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mismatch = hints.load(Ordering::Relaxed) >= PROTOCOL_HINTS
+            && started.elapsed() >= PROTOCOL_HINT_WINDOW;
+        if (is_hopeless(code) || mismatch)
+            && let Some(problem) = explain(settings, code, &reason)
+        {
+            return Err(Failure::Hopeless(problem));
+        }
+        Err(Failure::NotYet(reason))
+    };
+    let connected = attempt
+        .retry(retry::startup(settings.startup_timeout))
+        .when(|failure| matches!(failure, Failure::NotYet(_)))
+        .notify(|failure, backoff| {
+            tracing::warn!(error = %failure, ?backoff, "Kafka not reachable yet, retrying");
+        })
+        .await;
+    match connected {
+        Ok(()) => Ok(()),
+        Err(Failure::Hopeless(problem)) => bail!(
+            "cannot connect to Kafka at {}: {problem}",
+            settings.bootstrap_servers
+        ),
+        Err(Failure::NotYet(cause)) => bail!(
+            "cannot reach Kafka at {}: {cause} (is the broker running? set \
+             KAFKA_BOOTSTRAP_SERVERS)",
+            settings.bootstrap_servers
+        ),
+    }
+}
+
+/// Why an attempt to reach the cluster failed.
+#[derive(Debug)]
+enum Failure {
+    /// Waiting may help: the cause as librdkafka reported it.
+    NotYet(String),
+    /// No retry will fix it: what is wrong, for the operator.
+    Hopeless(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NotYet(cause) | Failure::Hopeless(cause) => f.write_str(cause),
+        }
     }
 }

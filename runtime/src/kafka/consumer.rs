@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
 use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -19,13 +20,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use super::assignment::{Assignment, RebalanceContext};
-use super::handler::{Handler, HandlerError, RetryPolicy};
+use super::handler::{Handler, HandlerError};
 use super::{EventProducer, OutgoingRecord};
 use crate::config::KafkaSettings;
 use crate::envelope::{Envelope, Event};
 use crate::health::LoopBeat;
 use crate::metrics::ConsumerMetrics;
 use crate::presence::RecentlyHandled;
+use crate::retry::{self, Policy, Retryable};
 use crate::{topics, trace};
 
 /// A partition of one of the handler's topics: the topic's index in `H::TOPICS`, and the
@@ -48,7 +50,7 @@ pub struct EventConsumer<H> {
     handler: H,
     pool: PgPool,
     dead_letters: EventProducer,
-    retry: RetryPolicy,
+    retry: Policy,
     metrics: ConsumerMetrics,
     group: String,
     /// Notified after every commit, so events the handler put in the outbox leave at once.
@@ -73,7 +75,7 @@ impl<H: Handler> EventConsumer<H> {
         settings: &KafkaSettings,
         pool: PgPool,
         handler: H,
-        retry: RetryPolicy,
+        retry: Policy,
         metrics: ConsumerMetrics,
         outbox_wake: Arc<Notify>,
     ) -> anyhow::Result<Self> {
@@ -332,45 +334,51 @@ impl<H: Handler> EventConsumer<H> {
         Progress::Done
     }
 
-    /// Applies one event, retrying transient failures; parks it when it is rejected or
-    /// retries run out.
+    /// Applies one event, retrying transient failures ([`retry::transient`] unless the
+    /// service chose otherwise); parks it when it is rejected or retries run out.
     async fn apply_one(
         &self,
         message: &BorrowedMessage<'_>,
         event: &Envelope<Event>,
         shutdown: &CancellationToken,
     ) -> Progress {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let error = match self.apply(&[message], std::slice::from_ref(event)).await {
-                Ok(()) => {
-                    tracing::debug!(attempt, "event handled");
-                    return Progress::Done;
-                }
-                Err(HandlerError::Permanent(err)) => {
-                    tracing::warn!(error = %format!("{err:#}"), "event rejected by handler");
-                    return self
-                        .park(message, "rejected", &format!("{err:#}"), attempt, shutdown)
-                        .await;
-                }
-                Err(HandlerError::Transient(err)) => err,
-            };
-            if attempt >= self.retry.max_attempts {
-                tracing::error!(attempt, error = %format!("{error:#}"), "retries exhausted");
-                let reason = format!("{error:#}");
+        let attempts = retry::Attempts::until(shutdown);
+        let result = (|| async {
+            if !attempts.begin() {
+                return Err(HandlerError::Transient(anyhow::anyhow!("shutdown")));
+            }
+            self.apply(&[message], std::slice::from_ref(event)).await
+        })
+        .retry(self.retry)
+        .sleep(retry::sleep_until_cancelled(shutdown))
+        .when(|err| matches!(err, HandlerError::Transient(_)) && !attempts.stopped())
+        .notify(|error, backoff| {
+            self.metrics.count("retried", 1);
+            tracing::warn!(attempt = attempts.made(), ?backoff, error = %format!("{error:#}"), "handler failed, retrying");
+        })
+        .await;
+        let attempt = attempts.made();
+        let error = match result {
+            Ok(()) => {
+                tracing::debug!(attempt, "event handled");
+                return Progress::Done;
+            }
+            Err(HandlerError::Permanent(err)) => {
+                tracing::warn!(error = %format!("{err:#}"), "event rejected by handler");
                 return self
-                    .park(message, "retries_exhausted", &reason, attempt, shutdown)
+                    .park(message, "rejected", &format!("{err:#}"), attempt, shutdown)
                     .await;
             }
-            let backoff = self.retry.backoff(attempt);
-            self.metrics.count("retried", 1);
-            tracing::warn!(attempt, ?backoff, error = %format!("{error:#}"), "handler failed, retrying");
-            tokio::select! {
-                () = shutdown.cancelled() => return Progress::Interrupted(0),
-                () = tokio::time::sleep(backoff) => {}
-            }
+            Err(HandlerError::Transient(err)) => err,
+        };
+        let exhausted = self.retry.max_attempts().is_some_and(|max| attempt >= max);
+        if shutdown.is_cancelled() && !exhausted {
+            return Progress::Interrupted(0);
         }
+        tracing::error!(attempt, error = %format!("{error:#}"), "retries exhausted");
+        let reason = format!("{error:#}");
+        self.park(message, "retries_exhausted", &reason, attempt, shutdown)
+            .await
     }
 
     /// One transaction: claims the events' ids (`events[i]` decoded from `messages[i]`),
@@ -469,30 +477,35 @@ impl<H: Handler> EventConsumer<H> {
             payload: message.payload().unwrap_or_default(),
             headers: &headers,
         };
-        let mut backoff = self.retry.initial_backoff;
-        loop {
-            match self.dead_letters.send(record).await {
-                Ok((partition, offset)) => {
-                    self.metrics.count("dead_lettered", 1);
-                    tracing::warn!(
-                        dead_letter_topic,
-                        partition,
-                        offset,
-                        kind,
-                        reason,
-                        "message parked on the dead-letter topic"
-                    );
-                    return Progress::Done;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, ?backoff, "cannot park message yet, retrying");
-                }
+        let tries = retry::Attempts::until(shutdown);
+        let parked = (|| async {
+            if !tries.begin() {
+                return Err(anyhow::anyhow!("shutdown"));
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return Progress::Interrupted(0),
-                () = tokio::time::sleep(backoff) => {}
+            Ok(self.dead_letters.send(record).await?)
+        })
+        .retry(retry::persistent())
+        .sleep(retry::sleep_until_cancelled(shutdown))
+        .when(|_| !tries.stopped())
+        .notify(|err, backoff| {
+            tracing::error!(error = %err, ?backoff, "cannot park message yet, retrying");
+        })
+        .await;
+        match parked {
+            Ok((partition, offset)) => {
+                self.metrics.count("dead_lettered", 1);
+                tracing::warn!(
+                    dead_letter_topic,
+                    partition,
+                    offset,
+                    kind,
+                    reason,
+                    "message parked on the dead-letter topic"
+                );
+                Progress::Done
             }
-            backoff = (backoff * 2).min(self.retry.max_backoff);
+            // Only at shutdown: parking never gives up otherwise.
+            Err(_) => Progress::Interrupted(0),
         }
     }
 

@@ -2,7 +2,6 @@
 //! answers, and how patiently a failure is retried.
 
 use std::future::Future;
-use std::time::Duration;
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -134,34 +133,6 @@ impl<'a> OrderBatch<'a> {
     }
 }
 
-/// How often and how patiently a transient failure is retried before the event is parked.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        // 0.2 + 0.4 + 0.8 + 1.6 s: a partition waits at most ~3 s on an event that keeps failing.
-        RetryPolicy {
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,16 +141,5 @@ mod tests {
     fn a_lost_connection_is_transient() {
         let err = HandlerError::from(sqlx::Error::PoolTimedOut);
         assert!(matches!(err, HandlerError::Transient(_)), "{err}");
-    }
-
-    #[test]
-    fn backoff_doubles_from_the_initial_delay_up_to_the_cap() {
-        let policy = RetryPolicy {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(500),
-        };
-        let delays: Vec<u128> = (1..=5).map(|n| policy.backoff(n).as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 500, 500]);
     }
 }

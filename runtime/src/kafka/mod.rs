@@ -15,7 +15,7 @@ pub use admin::ensure_topics;
 pub use assignment::{AssignedPartition, Assignment, AssignmentSnapshot};
 pub use connect::check_connection;
 pub use consumer::{EventConsumer, dead_letter};
-pub use handler::{Applied, Decision, Handler, HandlerError, OrderBatch, RetryPolicy};
+pub use handler::{Applied, Decision, Handler, HandlerError, OrderBatch};
 pub use producer::{EventProducer, OutgoingRecord};
 pub use tail::{is_refused_group_lookup, tail};
 

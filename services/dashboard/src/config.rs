@@ -43,8 +43,8 @@ pub struct Config {
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// How long to wait for Kafka at start-up before giving up.
-    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
-    pub startup_timeout_secs: u64,
+    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value = "30", value_parser = shop_runtime::config::secs)]
+    pub startup_timeout_secs: Duration,
     /// `text` for a terminal, `json` for containers.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -83,7 +83,7 @@ impl Config {
                 topic_replication_factor: 1,
                 topic_min_insync_replicas: None,
                 session_timeout: Duration::from_secs(6),
-                startup_timeout: Duration::from_secs(self.startup_timeout_secs),
+                startup_timeout: self.startup_timeout_secs,
             },
             log_format: self.log_format,
         })
@@ -101,7 +101,7 @@ impl Settings {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             order_service_url: order_service_url.to_owned(),
             instance_id: Some(instance_id.to_owned()),
-            startup_timeout_secs: 30,
+            startup_timeout_secs: Duration::from_secs(30),
             log_format: LogFormat::Text,
         }
         .resolve()

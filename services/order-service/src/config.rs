@@ -22,8 +22,8 @@ pub struct Config {
     /// cancelled (and whatever was reserved or authorized for it is undone). Longer than a
     /// deploy or a short outage of a consumer, which orders should survive; a card
     /// authorization outlives it by days.
-    #[arg(long, env = "SAGA_TIMEOUT_SECS", default_value_t = 900)]
-    pub saga_timeout_secs: u64,
+    #[arg(long, env = "SAGA_TIMEOUT_SECS", default_value = "900", value_parser = shop_runtime::config::secs)]
+    pub saga_timeout_secs: Duration,
     /// The version of `order_cancelled` to write: 2 (with `cause`), or 1 while consumers that
     /// read only version 1 still run, during a rolling upgrade (docs/events.md).
     #[arg(long, env = "ORDER_CANCELLED_VERSION", value_enum, default_value = "2")]
@@ -42,7 +42,7 @@ impl Config {
     pub fn into_settings(self) -> Result<Settings, String> {
         Ok(Settings {
             service: ServiceSettings::from_args(IDENTITY, self.common)?,
-            saga_timeout: Duration::from_secs(self.saga_timeout_secs),
+            saga_timeout: self.saga_timeout_secs,
             order_cancelled_version: self.order_cancelled_version,
         })
     }

@@ -35,6 +35,7 @@ use shop_runtime::envelope::headers;
 use shop_runtime::events::EventData;
 use shop_runtime::kafka::security::{KafkaSecurity, KafkaSecurityArgs};
 use shop_runtime::kafka::{EventProducer, OutgoingRecord};
+use shop_runtime::retry::{self, Retryable};
 use shop_runtime::{
     Envelope, OrderConfirmed, OrderLine, OrderPlaced, PaymentAuthorized, PaymentCaptured,
     StockReserved, catalog,
@@ -456,25 +457,24 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
 }
 
 /// Waits until each group's consumer holds every partition, so that the measurement does not
-/// include joining the group.
+/// include joining the group; polls as a service waits at start-up ([`retry::startup`]).
 async fn wait_for_assignments(
     consumers: &[(String, Arc<StreamConsumer>, usize)],
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    for (group, consumer, partitions) in consumers {
-        loop {
+    let all_held = || async {
+        for (group, consumer, partitions) in consumers {
             let held = consumer.assignment().map_or(0, |a| a.count());
-            if held >= *partitions {
-                break;
+            if held < *partitions {
+                return Err(format!("{group} holds {held} of {partitions} partitions"));
             }
-            if Instant::now() >= deadline {
-                bail!("{group} holds {held} of {partitions} partitions after {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    all_held
+        .retry(retry::startup(timeout))
+        .await
+        .map_err(|missing| anyhow::anyhow!("{missing} after {timeout:?}"))
 }
 
 /// One record as a service's relay writes it.
