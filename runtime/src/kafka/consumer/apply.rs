@@ -314,3 +314,244 @@ fn event_span(message: &impl Message) -> tracing::Span {
         event_type = field::Empty,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use prometheus_client::registry::Registry;
+    use rdkafka::message::OwnedMessage;
+    use sqlx::PgConnection;
+    use uuid::Uuid;
+
+    use super::super::park::dead_letter;
+    use super::super::testing::{self, order_placed};
+    use super::*;
+    use crate::access::Principal;
+    use crate::kafka::handler::Applied;
+    use crate::retry::GiveUp;
+    use crate::topics;
+
+    /// Records each event it applies in `effects` (no unique key, so an event applied twice
+    /// shows twice), and rejects one event for good.
+    #[derive(Default)]
+    struct Recorder {
+        rejects: Option<Uuid>,
+        /// How many events each call was given.
+        calls: Mutex<Vec<usize>>,
+    }
+
+    impl Handler for Recorder {
+        const PRINCIPAL: Principal = Principal {
+            user: testing::SERVICE,
+            group: Some(testing::SERVICE),
+            reads: &[topics::ORDERS],
+            writes: &[],
+        };
+
+        async fn apply(
+            &self,
+            tx: &mut PgConnection,
+            events: &[&Envelope<Event>],
+        ) -> Result<Applied, HandlerError> {
+            self.calls.lock().unwrap().push(events.len());
+            for event in events {
+                if Some(event.meta.event_id) == self.rejects {
+                    return Err(HandlerError::Permanent(anyhow::anyhow!(
+                        "rejected on purpose"
+                    )));
+                }
+                sqlx::query("INSERT INTO effects (event_id) VALUES ($1)")
+                    .bind(event.meta.event_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Applied::default())
+        }
+    }
+
+    impl Recorder {
+        fn calls(&self) -> Vec<usize> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    /// An applier on `pool` with quick retries, parking on a mock cluster (kept alive with it).
+    async fn applier(
+        pool: &PgPool,
+        handler: Recorder,
+    ) -> (
+        rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        Applier<Recorder>,
+    ) {
+        sqlx::query("CREATE TABLE effects (event_id UUID NOT NULL)")
+            .execute(pool)
+            .await
+            .unwrap();
+        let (mock, parker) = testing::mock_parker(Duration::from_secs(5)).await;
+        let applier = Applier {
+            handler,
+            pool: pool.clone(),
+            retry: Policy {
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(10),
+                factor: 2.0,
+                give_up: GiveUp::Attempts(3),
+            },
+            metrics: ConsumerMetrics::register(&mut Registry::default()),
+            outbox_wake: Arc::default(),
+            handled: RecentlyHandled::default(),
+            parker,
+        };
+        (mock, applier)
+    }
+
+    /// How many times each event's effects were applied.
+    async fn effects(pool: &PgPool, event_id: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM effects WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    async fn claimed(pool: &PgPool, event_id: Uuid) -> bool {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)")
+            .bind(event_id)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    fn messages(payloads: &[&[u8]], first_offset: i64) -> Vec<OwnedMessage> {
+        payloads
+            .iter()
+            .zip(first_offset..)
+            .map(|(payload, offset)| testing::message(offset, payload, &[]))
+            .collect()
+    }
+
+    #[test]
+    fn an_interruption_in_a_later_run_counts_the_messages_settled_before_it() {
+        assert_eq!(Progress::Interrupted(2).after(3), Progress::Interrupted(5));
+        assert_eq!(Progress::Done.after(3), Progress::Done);
+    }
+
+    #[sqlx::test(migrator = "crate::migrations::MIGRATOR")]
+    async fn a_batch_with_a_rejected_event_applies_the_others_once_and_parks_the_rejected_one(
+        pool: PgPool,
+    ) {
+        let (good1, good1_payload) = order_placed();
+        let (bad, bad_payload) = order_placed();
+        let (good2, good2_payload) = order_placed();
+        let handler = Recorder {
+            rejects: Some(bad),
+            ..Recorder::default()
+        };
+        let (mock, applier) = applier(&pool, handler).await;
+        let batch = messages(&[&good1_payload, &bad_payload, &good2_payload], 20);
+
+        let progress = applier
+            .process_partition(&batch, &CancellationToken::new())
+            .await;
+
+        assert_eq!(progress, Progress::Done);
+        assert_eq!(
+            applier.handler.calls(),
+            [3, 1, 1, 1],
+            "the batch, then one at a time"
+        );
+        for good in [good1, good2] {
+            assert_eq!(effects(&pool, good).await, 1);
+            assert!(claimed(&pool, good).await);
+        }
+        assert_eq!(effects(&pool, bad).await, 0);
+        assert!(
+            !claimed(&pool, bad).await,
+            "its claim rolled back with its effects"
+        );
+        let parked = testing::dead_letters(&mock.bootstrap_servers(), 1).await;
+        assert_eq!(parked[0].payload(), Some(bad_payload.as_slice()));
+        let headers = testing::headers_of(&parked[0]);
+        for expected in [
+            (dead_letter::ORIGINAL_OFFSET, "21"),
+            (dead_letter::ERROR_KIND, "rejected"),
+            (dead_letter::ATTEMPTS, "1"),
+        ] {
+            let expected = (expected.0.to_owned(), expected.1.to_owned());
+            assert!(headers.contains(&expected), "{expected:?} in {headers:?}");
+        }
+    }
+
+    #[sqlx::test(migrator = "crate::migrations::MIGRATOR")]
+    async fn an_undecodable_message_is_parked_where_it_stands_and_the_events_around_it_applied(
+        pool: PgPool,
+    ) {
+        let (before, before_payload) = order_placed();
+        let (after, after_payload) = order_placed();
+        let (mock, applier) = applier(&pool, Recorder::default()).await;
+        let batch = messages(&[&before_payload, b"{not json", &after_payload], 0);
+
+        let progress = applier
+            .process_partition(&batch, &CancellationToken::new())
+            .await;
+
+        assert_eq!(progress, Progress::Done);
+        assert_eq!(effects(&pool, before).await, 1);
+        assert_eq!(effects(&pool, after).await, 1);
+        let parked = testing::dead_letters(&mock.bootstrap_servers(), 1).await;
+        assert_eq!(parked[0].payload(), Some(b"{not json".as_slice()));
+        let headers = testing::headers_of(&parked[0]);
+        let expected = (dead_letter::ATTEMPTS.to_owned(), "0".to_owned());
+        assert!(headers.contains(&expected), "{headers:?}");
+    }
+
+    #[sqlx::test(migrator = "crate::migrations::MIGRATOR")]
+    async fn an_event_delivered_again_is_claimed_once_and_its_effects_applied_once(pool: PgPool) {
+        let (first, first_payload) = order_placed();
+        let (second, second_payload) = order_placed();
+        let (_mock, applier) = applier(&pool, Recorder::default()).await;
+        let shutdown = CancellationToken::new();
+
+        let delivered = messages(&[&first_payload, &second_payload], 0);
+        assert_eq!(
+            applier.process_partition(&delivered, &shutdown).await,
+            Progress::Done
+        );
+        // A crash before the offsets were committed: the same events again, further on.
+        let redelivered = messages(&[&first_payload, &second_payload], 2);
+        assert_eq!(
+            applier.process_partition(&redelivered, &shutdown).await,
+            Progress::Done
+        );
+        let single = messages(&[&first_payload], 4);
+        assert_eq!(
+            applier.process_partition(&single, &shutdown).await,
+            Progress::Done
+        );
+
+        assert_eq!(effects(&pool, first).await, 1);
+        assert_eq!(effects(&pool, second).await, 1);
+        assert_eq!(
+            applier.handler.calls(),
+            [2],
+            "the handler never saw a claimed event again"
+        );
+    }
+
+    #[sqlx::test(migrator = "crate::migrations::MIGRATOR")]
+    async fn an_event_twice_in_one_batch_is_applied_once(pool: PgPool) {
+        let (event, payload) = order_placed();
+        let (_mock, applier) = applier(&pool, Recorder::default()).await;
+        let batch = messages(&[&payload, &payload], 0);
+
+        let progress = applier
+            .process_partition(&batch, &CancellationToken::new())
+            .await;
+
+        assert_eq!(progress, Progress::Done);
+        assert_eq!(effects(&pool, event).await, 1);
+        assert_eq!(applier.handler.calls(), [1]);
+    }
+}

@@ -4,6 +4,8 @@
 
 mod apply;
 mod park;
+#[cfg(test)]
+mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -254,5 +256,34 @@ impl<H: Handler> EventConsumer<H> {
         })
         .await;
         tracing::info!(%group, "consumer stopped and left its group");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition's messages, by offset.
+    const OFFSETS: [i64; 4] = [10, 11, 12, 13];
+
+    #[test]
+    fn a_partition_done_stores_the_offset_of_its_last_message() {
+        assert_eq!(last_settled(Progress::Done, &OFFSETS), Some(&13));
+    }
+
+    #[test]
+    fn shutdown_before_any_message_settled_stores_no_offset() {
+        assert_eq!(last_settled(Progress::Interrupted(0), &OFFSETS), None);
+    }
+
+    #[test]
+    fn shutdown_midway_stores_the_offset_of_the_last_settled_message_only() {
+        assert_eq!(last_settled(Progress::Interrupted(1), &OFFSETS), Some(&10));
+        assert_eq!(last_settled(Progress::Interrupted(3), &OFFSETS), Some(&12));
+    }
+
+    #[test]
+    fn shutdown_after_every_message_settled_stores_them_all() {
+        assert_eq!(last_settled(Progress::Interrupted(4), &OFFSETS), Some(&13));
     }
 }

@@ -158,3 +158,153 @@ impl Parker {
         self.producer.flush(timeout).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::super::testing::{self, LogCounter, SERVICE};
+    use super::*;
+
+    const REJECTED: Reason<'static> = Reason {
+        kind: "rejected",
+        error: "no such product",
+        attempts: 1,
+    };
+
+    #[test]
+    fn a_parked_record_keeps_the_key_payload_and_headers_and_says_why() {
+        let message = testing::message(42, b"payload", &[("traceparent", "00-abc-def-01")]);
+
+        let parked = ParkedRecord::of(&message, REJECTED, SERVICE);
+
+        assert_eq!(parked.topic, "orders.dlt");
+        assert_eq!(parked.key, b"key-42");
+        assert_eq!(parked.payload, b"payload");
+        let headers: Vec<(&str, &str)> = parked
+            .headers
+            .iter()
+            .map(|(key, value)| (key.as_str(), std::str::from_utf8(value).unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("traceparent", "00-abc-def-01"),
+                (dead_letter::ORIGINAL_TOPIC, "orders"),
+                (dead_letter::ORIGINAL_PARTITION, "0"),
+                (dead_letter::ORIGINAL_OFFSET, "42"),
+                (dead_letter::ERROR_KIND, "rejected"),
+                (dead_letter::ERROR, "no such product"),
+                (dead_letter::SERVICE, SERVICE),
+                (dead_letter::ATTEMPTS, "1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replayed_message_parked_again_says_only_why_this_time() {
+        let message = testing::message(
+            7,
+            b"payload",
+            &[
+                ("traceparent", "00-abc-def-01"),
+                (dead_letter::ERROR_KIND, "retries_exhausted"),
+                (dead_letter::ATTEMPTS, "5"),
+            ],
+        );
+
+        let parked = ParkedRecord::of(&message, REJECTED, SERVICE);
+
+        let kinds: Vec<_> = parked
+            .headers
+            .iter()
+            .filter(|(key, _)| key == dead_letter::ERROR_KIND || key == dead_letter::ATTEMPTS)
+            .map(|(_, value)| value.as_slice())
+            .collect();
+        assert_eq!(kinds, [b"rejected".as_slice(), b"1"]);
+        assert_eq!(parked.headers[0].0, "traceparent");
+    }
+
+    #[tokio::test]
+    async fn a_parked_message_lands_on_its_dead_letter_topic() {
+        let (mock, parker) = testing::mock_parker(Duration::from_secs(5)).await;
+        let message = testing::message(3, b"not an event", &[("traceparent", "00-abc-def-01")]);
+
+        let progress = parker
+            .park(&message, REJECTED, &CancellationToken::new())
+            .await;
+
+        assert_eq!(progress, Progress::Done);
+        let parked = testing::dead_letters(&mock.bootstrap_servers(), 1).await;
+        assert_eq!(parked[0].key(), Some(b"key-3".as_slice()));
+        assert_eq!(parked[0].payload(), Some(b"not an event".as_slice()));
+        let headers = testing::headers_of(&parked[0]);
+        for expected in [
+            ("traceparent", "00-abc-def-01"),
+            (dead_letter::ORIGINAL_OFFSET, "3"),
+            (dead_letter::ERROR_KIND, "rejected"),
+            (dead_letter::SERVICE, SERVICE),
+        ] {
+            let expected = (expected.0.to_owned(), expected.1.to_owned());
+            assert!(headers.contains(&expected), "{expected:?} in {headers:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn parking_retries_while_the_broker_is_down_and_succeeds_once_it_is_back() {
+        let (mock, parker) = testing::mock_parker(Duration::from_millis(500)).await;
+        let message = testing::message(5, b"poison", &[]);
+        let retries = LogCounter::of("cannot park message yet");
+        mock.broker_down(1).unwrap();
+
+        let shutdown = CancellationToken::new();
+        let park = parker
+            .park(&message, REJECTED, &shutdown)
+            .with_subscriber(tracing_subscriber::registry().with(retries.clone()));
+        let bring_back = async {
+            retries.wait_for_one().await;
+            mock.broker_up(1).unwrap();
+        };
+        let (progress, ()) = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::join!(park, bring_back)
+        })
+        .await
+        .expect("parking ends once the broker is back");
+
+        assert_eq!(progress, Progress::Done);
+        assert!(retries.seen() >= 1);
+        let parked = testing::dead_letters(&mock.bootstrap_servers(), 1).await;
+        assert_eq!(parked[0].payload(), Some(b"poison".as_slice()));
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_parking_that_the_broker_cannot_take() {
+        let (mock, parker) = testing::mock_parker(Duration::from_millis(500)).await;
+        let message = testing::message(5, b"poison", &[]);
+        let retries = LogCounter::of("cannot park message yet");
+        mock.broker_down(1).unwrap();
+
+        let shutdown = CancellationToken::new();
+        let park = parker
+            .park(&message, REJECTED, &shutdown)
+            .with_subscriber(tracing_subscriber::registry().with(retries.clone()));
+        let stop = async {
+            retries.wait_for_one().await;
+            shutdown.cancel();
+        };
+        let (progress, ()) =
+            tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(park, stop) })
+                .await
+                .expect("parking stops at shutdown");
+
+        assert_eq!(
+            progress,
+            Progress::Interrupted(0),
+            "not settled: its offset must not be stored"
+        );
+    }
+}
