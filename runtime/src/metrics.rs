@@ -13,7 +13,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -97,7 +101,7 @@ impl Collector for ProcessCollector {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    outcome: &'static str,
+    outcome: Outcome,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,8 +109,44 @@ struct EventTypeLabels {
     event_type: String,
 }
 
-/// What the consumer loop can do with an event.
-const OUTCOMES: [&str; 4] = ["processed", "duplicate", "retried", "dead_lettered"];
+/// What the consumer loop did with an event: the `outcome` label of
+/// `shop_consumer_events_total`. An enum, so no call site can invent a value a dashboard or an
+/// alert does not know.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied, its effects committed.
+    Processed,
+    /// Seen before (its id already claimed): nothing applied again.
+    Duplicate,
+    /// Failed for a passing reason and is tried again.
+    Retried,
+    /// Parked on the dead-letter topic.
+    DeadLettered,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Processed,
+        Outcome::Duplicate,
+        Outcome::Retried,
+        Outcome::DeadLettered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Processed => "processed",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Retried => "retried",
+            Outcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
 
 /// One partition of one topic.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,7 +186,7 @@ impl ConsumerMetrics {
         };
         // Every outcome is reported from the start, at zero, so that "none yet" reads as 0
         // rather than as a missing metric.
-        for outcome in OUTCOMES {
+        for outcome in Outcome::ALL {
             let _ = metrics.events.get_or_create(&OutcomeLabels { outcome });
         }
         registry.register(
@@ -194,12 +234,12 @@ impl ConsumerMetrics {
     pub fn processed(&self) -> u64 {
         self.events
             .get_or_create(&OutcomeLabels {
-                outcome: "processed",
+                outcome: Outcome::Processed,
             })
             .get()
     }
 
-    pub(crate) fn count(&self, outcome: &'static str, events: usize) {
+    pub(crate) fn count(&self, outcome: Outcome, events: usize) {
         self.events
             .get_or_create(&OutcomeLabels { outcome })
             .inc_by(events as u64);
@@ -214,9 +254,9 @@ impl ConsumerMetrics {
         elapsed: Duration,
         fresh: &[&Envelope<Event>],
     ) {
-        self.count("processed", events - repeated);
+        self.count(Outcome::Processed, events - repeated);
         if repeated > 0 {
-            self.count("duplicate", repeated);
+            self.count(Outcome::Duplicate, repeated);
         }
         self.batch_size.observe(events as f64);
         let now = Utc::now();
@@ -317,7 +357,7 @@ mod tests {
         let shop = registry.sub_registry_with_prefix(NAMESPACE);
         let consumer = ConsumerMetrics::register(shop);
         HttpMetrics::register(shop);
-        consumer.count("processed", 3);
+        consumer.count(Outcome::Processed, 3);
         let text = encode(&registry);
 
         assert!(

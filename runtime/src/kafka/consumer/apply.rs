@@ -182,7 +182,7 @@ impl<H: Handler> Applier<H> {
         .sleep(retry::sleep_until_cancelled(shutdown))
         .when(|err| matches!(err, HandlerError::Transient(_)) && !attempts.stopped())
         .notify(|error, backoff| {
-            self.metrics.count("retried", 1);
+            self.metrics.count(crate::metrics::Outcome::Retried, 1);
             tracing::warn!(attempt = attempts.made(), ?backoff, error = %format!("{error:#}"), "handler failed, retrying");
         })
         .await;

@@ -137,7 +137,7 @@ impl Parker {
         .await;
         match sent {
             Ok((partition, offset)) => {
-                self.metrics.count("dead_lettered", 1);
+                self.metrics.count(crate::metrics::Outcome::DeadLettered, 1);
                 tracing::warn!(
                     dead_letter_topic = parked.topic.as_str(),
                     partition,
