@@ -10,9 +10,16 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::config::ServiceSettings;
+use crate::retry::{self, Retryable};
 
 /// Creates the service's database if it is missing, connects, and migrates it: the tables
 /// this crate owns, then the service's own (`migrator`), as [`crate::migrations::run`] does.
+///
+/// A server that is not up yet (refused or dropped connections, "the database system is
+/// starting up") is waited for, with [`retry::startup`], for `STARTUP_TIMEOUT_SECS`: a
+/// service started beside its database (compose, Kubernetes) does not crash-loop while it
+/// boots. A server that answers and refuses (a wrong password, TLS that does not verify, a
+/// bad URL) fails at once, naming why.
 ///
 /// Creating the database here keeps "database per service" a one-command affair locally;
 /// several instances racing to create it is harmless.
@@ -20,7 +27,14 @@ pub async fn connect(settings: &ServiceSettings, migrator: &Migrator) -> anyhow:
     let url = settings.database_url.expose();
     let timeout = settings.kafka.startup_timeout;
     let shown = crate::secret::redact_url(url);
-    let exists = tokio::time::timeout(timeout, Postgres::database_exists(url))
+    let reachable = (|| Postgres::database_exists(url))
+        .retry(retry::startup(timeout))
+        .when(not_up_yet)
+        .notify(|error, backoff| {
+            tracing::warn!(database = %shown, %error, ?backoff, "PostgreSQL not reachable yet, retrying");
+        });
+    // An attempt that hangs (a server that never answers) is bounded by the same deadline.
+    let exists = tokio::time::timeout(timeout + Duration::from_secs(1), reachable)
         .await
         .map_err(|_| anyhow::anyhow!("timed out after {timeout:?}"))
         .and_then(|r| r.map_err(anyhow::Error::from))
@@ -51,6 +65,17 @@ pub async fn connect(settings: &ServiceSettings, migrator: &Migrator) -> anyhow:
     Ok(pool)
 }
 
+/// Whether waiting may help: the server is not (yet) accepting connections, as opposed to
+/// answering and refusing this client.
+fn not_up_yet(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // 57P03 cannot_connect_now: "the database system is starting up" (or shutting down).
+        sqlx::Error::Database(error) => error.code().as_deref() == Some("57P03"),
+        _ => false,
+    }
+}
+
 /// Records that this service handled `event_ids`, inside the caller's transaction, and
 /// returns those it had not handled before: the caller applies the effects of those only.
 ///
@@ -72,4 +97,22 @@ pub async fn claim_events(
     .fetch_all(conn)
     .await?;
     Ok(claimed.into_iter().collect())
+}
+
+#[cfg(test)]
+mod start_up_tests {
+    use super::*;
+
+    #[test]
+    fn a_server_not_up_yet_is_waited_for_and_one_that_refuses_this_client_is_not() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(not_up_yet(&sqlx::Error::Io(refused)));
+        assert!(not_up_yet(&sqlx::Error::PoolTimedOut));
+        assert!(!not_up_yet(&sqlx::Error::Configuration(
+            "invalid port number".into()
+        )));
+        assert!(!not_up_yet(&sqlx::Error::Tls(
+            "certificate not trusted".into()
+        )));
+    }
 }

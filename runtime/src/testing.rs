@@ -94,6 +94,7 @@ pub async fn outbox(pool: &PgPool) -> Vec<(String, String, String, Value)> {
 pub struct CuttableLink {
     addr: std::net::SocketAddr,
     cut: tokio::sync::watch::Sender<bool>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -103,8 +104,11 @@ impl CuttableLink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (cut, watch) = tokio::sync::watch::channel(false);
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut watch = watch.clone();
                 tokio::spawn(async move {
                     if *watch.borrow_and_update() {
@@ -120,7 +124,12 @@ impl CuttableLink {
                 });
             }
         });
-        Ok(CuttableLink { addr, cut, task })
+        Ok(CuttableLink {
+            addr,
+            cut,
+            accepted,
+            task,
+        })
     }
 
     /// Where the service connects instead of the server.
@@ -131,6 +140,11 @@ impl CuttableLink {
     /// Closes every connection through the link, and every new one until [`Self::restore`].
     pub fn cut(&self) {
         self.cut.send_replace(true);
+    }
+
+    /// How many connections the link has accepted so far, cut or not.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn restore(&self) {

@@ -147,3 +147,59 @@ async fn cut_off_from_its_database_the_service_answers_503_with_retry_after_and_
     );
     assert_eq!(orders(&pool).await, 2, "the retried order is stored once");
 }
+
+#[sqlx::test(migrations = false)]
+async fn started_before_its_database_is_reachable_the_service_waits_for_it(
+    _: PgPoolOptions,
+    direct: PgConnectOptions,
+) {
+    let server = tokio::net::lookup_host((direct.get_host(), direct.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let link = CuttableLink::to(server).await.unwrap();
+    link.cut();
+    let database = format!("start_{}", uuid::Uuid::new_v4().simple());
+    let url = format!(
+        "postgres://{}@127.0.0.1:{}/{database}",
+        direct.get_username(),
+        link.addr().port()
+    );
+    let settings = shop_runtime::config::ServiceSettings::for_test(
+        order_service::IDENTITY,
+        "127.0.0.1:9",
+        &url,
+        "waits-1",
+    );
+    let starting = tokio::spawn(async move {
+        shop_runtime::db::connect(&settings, &order_service::db::MIGRATOR).await
+    });
+
+    // Refused twice (the server "booting"), then reachable.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while link.accepted() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the service never tried to connect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!starting.is_finished(), "it gave up instead of waiting");
+    link.restore();
+    let pool = tokio::time::timeout(Duration::from_secs(30), starting)
+        .await
+        .expect("it connects soon after the database is reachable")
+        .unwrap()
+        .expect("it connects and migrates once the database is reachable");
+    assert_eq!(orders(&pool).await, 0, "a fresh, migrated database");
+    pool.close().await;
+
+    let admin = PgPool::connect_with(direct).await.unwrap();
+    // The name is ours: `start_` and a UUID's hex digits.
+    let drop = format!("DROP DATABASE \"{database}\" WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
