@@ -51,6 +51,10 @@ export SCHEMATHESIS_BIN
 # The dashboard's test drives a real headless Chromium.
 scripts/install-browser.sh
 
+# The compile-time checked SQL's offline data (.sqlx/) must be what the queries and the
+# migrations make: a query changed without `scripts/sqlx-prepare.sh` fails here.
+scripts/sqlx-prepare.sh --check
+
 say "cargo build --workspace --bins"
 # The crash tests (e2e/tests/crashes.rs) run these binaries as separate processes; built up
 # front, the build is not counted against a test's time-out.

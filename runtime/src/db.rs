@@ -89,11 +89,11 @@ pub async fn claim_events(
 ) -> sqlx::Result<HashSet<Uuid>> {
     let mut sorted = event_ids.to_vec();
     sorted.sort_unstable();
-    let claimed: Vec<Uuid> = sqlx::query_scalar(
+    let claimed: Vec<Uuid> = sqlx::query_scalar!(
         "INSERT INTO processed_events (event_id) SELECT * FROM UNNEST($1::uuid[])
          ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        &sorted,
     )
-    .bind(&sorted)
     .fetch_all(conn)
     .await?;
     Ok(claimed.into_iter().collect())
