@@ -157,7 +157,7 @@ async fn take_over_release_2026_12(pool: &PgPool, service: &Migrator) -> sqlx::R
     let mut tx = pool.begin().await?;
     // Where a service's `sqlx::migrate!()` records its migrations.
     let history: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        sqlx::query_scalar!(r#"SELECT to_regclass('_sqlx_migrations')::text AS "history?""#)
             .fetch_one(&mut *tx)
             .await?;
     if history.is_none() {
@@ -167,6 +167,8 @@ async fn take_over_release_2026_12(pool: &PgPool, service: &Migrator) -> sqlx::R
         let now = service
             .iter()
             .find(|m| m.version == version && !m.migration_type.is_down_migration());
+        // Runtime-checked: `_sqlx_migrations` is created by the service's migrator at run time,
+        // not by any migration, so the macros' scratch database has no such table to check against.
         let changed = match (moved, now) {
             (Moved::Statements, Some(now)) => {
                 sqlx::query(

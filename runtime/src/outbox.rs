@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -59,29 +59,27 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sql
     if messages.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let event_ids: Vec<Uuid> = messages.iter().map(|m| m.event_id).collect();
+    let topics: Vec<&str> = messages.iter().map(|m| m.topic).collect();
+    let keys: Vec<&str> = messages.iter().map(|m| m.key.as_str()).collect();
+    let event_types: Vec<&str> = messages.iter().map(|m| m.event_type).collect();
+    let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
+    let traceparents: Vec<Option<&str>> =
+        messages.iter().map(|m| m.traceparent.as_deref()).collect();
+    sqlx::query!(
         "INSERT INTO outbox (event_id, topic, message_key, event_type, payload, traceparent)
          SELECT event_id, topic, message_key, event_type, payload, traceparent
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
               WITH ORDINALITY AS m (event_id, topic, message_key, event_type, payload,
                                     traceparent, n)
          ORDER BY n",
-    )
-    .bind(messages.iter().map(|m| m.event_id).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.topic).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.key.as_str()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.event_type).collect::<Vec<_>>())
-    .bind(
-        messages
-            .iter()
-            .map(|m| m.payload.as_slice())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        messages
-            .iter()
-            .map(|m| m.traceparent.as_deref())
-            .collect::<Vec<_>>(),
+        &event_ids,
+        // Borrowed, not copied into `String`s: the overrides are the types sent as the arrays.
+        &topics as &[&str],
+        &keys as &[&str],
+        &event_types as &[&str],
+        &payloads as &[&[u8]],
+        &traceparents as &[Option<&str>],
     )
     .execute(conn)
     .await?;
@@ -128,14 +126,15 @@ impl RelayMetrics {
     /// partial index holds them), run when the metrics are scraped rather than on the hot
     /// path.
     pub async fn measure_backlog(&self, pool: &PgPool) -> sqlx::Result<()> {
-        let (count, oldest): (i64, Option<f64>) = sqlx::query_as(
-            "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
-             FROM outbox WHERE published_at IS NULL",
+        let backlog = sqlx::query!(
+            r#"SELECT count(*) AS "count!",
+                    extract(epoch FROM now() - min(created_at))::float8 AS "oldest?"
+             FROM outbox WHERE published_at IS NULL"#,
         )
         .fetch_one(pool)
         .await?;
-        self.backlog.set(count);
-        self.oldest_age.set(oldest.unwrap_or(0.0).max(0.0));
+        self.backlog.set(backlog.count);
+        self.oldest_age.set(backlog.oldest.unwrap_or(0.0).max(0.0));
         Ok(())
     }
 }
@@ -158,7 +157,7 @@ pub struct OutboxRelay {
     pub beat: Option<LoopBeat>,
 }
 
-#[derive(FromRow)]
+/// An outbox row as `publish_batch` claims it (`query_as!` maps the columns by name).
 struct Row {
     id: i64,
     event_id: Uuid,
@@ -268,11 +267,12 @@ impl OutboxRelay {
             .begin()
             .await
             .context("cannot open a transaction")?;
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = sqlx::query_as!(
+            Row,
             "SELECT id, event_id, topic, message_key, event_type, payload, traceparent FROM outbox
              WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            BATCH,
         )
-        .bind(BATCH)
         .fetch_all(&mut *tx)
         .await
         .context("cannot read the outbox")?;
@@ -318,18 +318,18 @@ impl OutboxRelay {
                 }
             }
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+            &published,
         )
-        .bind(&published)
         .execute(&mut *tx)
         .await?;
         if let Some(error) = &first_error {
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)",
+                &failed,
+                error,
             )
-            .bind(&failed)
-            .bind(error)
             .execute(&mut *tx)
             .await?;
         }

@@ -455,9 +455,9 @@ async fn healthz(State(state): State<OpsState>) -> Result<&'static str, Problem>
 /// and traffic should go elsewhere until it can. Both are asked at once.
 async fn readyz(State(state): State<OpsState>) -> Result<&'static str, Problem> {
     let database = async {
-        match tokio::time::timeout(READY_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool))
-            .await
-        {
+        // Named: the macros need a column name that is a Rust identifier, not `?column?`.
+        let ping = sqlx::query_scalar!(r#"SELECT 1 AS "ready!""#).fetch_one(&state.pool);
+        match tokio::time::timeout(READY_TIMEOUT, ping).await {
             Ok(Ok(_)) => None,
             Ok(Err(err)) => Some(format!("the database is unreachable: {err}")),
             Err(_) => Some(format!(
