@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use shop_runtime::catalog;
 use shop_runtime::outbox::OutboxMessage;
 use sqlx::migrate::Migrator;
+use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -82,14 +83,14 @@ pub struct Step {
 /// Inserts the catalog's products; prices already stored are left alone.
 pub async fn seed_catalog(pool: &PgPool) -> sqlx::Result<()> {
     for product in catalog::PRODUCTS {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO products (sku, name, unit_price_cents, currency) VALUES ($1, $2, $3, $4)
              ON CONFLICT (sku) DO NOTHING",
+            product.sku,
+            product.name,
+            product.unit_price_cents,
+            catalog::CURRENCY,
         )
-        .bind(product.sku)
-        .bind(product.name)
-        .bind(product.unit_price_cents)
-        .bind(catalog::CURRENCY)
         .execute(pool)
         .await?;
     }
@@ -97,9 +98,12 @@ pub async fn seed_catalog(pool: &PgPool) -> sqlx::Result<()> {
 }
 
 pub async fn products(pool: &PgPool) -> sqlx::Result<Vec<Product>> {
-    sqlx::query_as("SELECT sku, name, unit_price_cents, currency FROM products ORDER BY sku")
-        .fetch_all(pool)
-        .await
+    sqlx::query_as!(
+        Product,
+        "SELECT sku, name, unit_price_cents, currency FROM products ORDER BY sku"
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Read on the order's own connection: a request never waits for a second one.
@@ -107,10 +111,13 @@ pub async fn products_by_sku(
     conn: &mut PgConnection,
     skus: &[String],
 ) -> sqlx::Result<Vec<Product>> {
-    sqlx::query_as("SELECT sku, name, unit_price_cents, currency FROM products WHERE sku = ANY($1)")
-        .bind(skus)
-        .fetch_all(conn)
-        .await
+    sqlx::query_as!(
+        Product,
+        "SELECT sku, name, unit_price_cents, currency FROM products WHERE sku = ANY($1)",
+        skus,
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// Stores the order, its items, the first step of its timeline, the event announcing it and,
@@ -128,7 +135,8 @@ pub async fn insert_order(
     let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
     let prices: Vec<i64> = order.items.iter().map(|i| i.unit_price_cents).collect();
     let (key, request) = key.unzip();
-    sqlx::query(
+    // `as &[&str]`: the macros type-check TEXT[] against `String` elements; `&str` encodes alike.
+    sqlx::query!(
         "WITH new_order AS (
              INSERT INTO orders (id, customer_id, customer_email, total_cents, currency, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -146,70 +154,85 @@ pub async fn insert_order(
          )
          INSERT INTO idempotency_keys (key, request, order_id, completed_at)
          SELECT $16, $17, new_order.id, now() FROM new_order WHERE $16::text IS NOT NULL",
+        order.id,
+        order.customer_id,
+        order.customer_email,
+        order.total_cents,
+        order.currency,
+        order.created_at,
+        &line_numbers,
+        &skus as &[&str],
+        &quantities,
+        &prices,
+        event.event_id,
+        event.topic,
+        event.key,
+        event.event_type,
+        event.payload,
+        key,
+        request,
+        event.traceparent.as_deref(),
     )
-    .bind(order.id)
-    .bind(&order.customer_id)
-    .bind(&order.customer_email)
-    .bind(order.total_cents)
-    .bind(&order.currency)
-    .bind(order.created_at)
-    .bind(&line_numbers)
-    .bind(&skus)
-    .bind(&quantities)
-    .bind(&prices)
-    .bind(event.event_id)
-    .bind(event.topic)
-    .bind(&event.key)
-    .bind(event.event_type)
-    .bind(&event.payload)
-    .bind(key)
-    .bind(request)
-    .bind(event.traceparent.as_deref())
     .execute(tx)
     .await?;
     Ok(())
 }
 
-/// Orders with their items, in one query whatever their number: `$1` picks one order by id
-/// (or none), `$2` caps how many of the newest are returned.
-const SELECT_ORDERS: &str = "
-    SELECT o.id, o.customer_id, o.customer_email, o.total_cents, o.currency, o.created_at,
-           o.status, o.status_reason, o.decided_at,
-           (SELECT json_agg(json_build_object(
-                       'sku', i.sku, 'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents)
-                    ORDER BY i.line_no)
-            FROM order_items i WHERE i.order_id = o.id) AS items
-    FROM orders o
-    WHERE $1::uuid IS NULL OR o.id = $1
-    ORDER BY o.created_at DESC, o.id
-    LIMIT $2";
+/// Orders with their items, in one query whatever their number: `id` picks one order (or
+/// none), `limit` caps how many of the newest are returned.
+async fn select_orders(pool: &PgPool, id: Option<Uuid>, limit: i64) -> sqlx::Result<Vec<Order>> {
+    let rows = sqlx::query!(
+        r#"SELECT o.id, o.customer_id, o.customer_email, o.total_cents, o.currency, o.created_at,
+                  o.status AS "status: Status", o.status_reason, o.decided_at,
+                  (SELECT json_agg(json_build_object(
+                              'sku', i.sku, 'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents)
+                           ORDER BY i.line_no)
+                   FROM order_items i WHERE i.order_id = o.id) AS "items!: Json<Vec<OrderItem>>"
+           FROM orders o
+           WHERE $1::uuid IS NULL OR o.id = $1
+           ORDER BY o.created_at DESC, o.id
+           LIMIT $2"#,
+        id,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Order {
+            id: row.id,
+            customer_id: row.customer_id,
+            customer_email: row.customer_email,
+            items: row.items.0,
+            total_cents: row.total_cents,
+            currency: row.currency,
+            created_at: row.created_at,
+            status: row.status,
+            status_reason: row.status_reason,
+            decided_at: row.decided_at,
+        })
+        .collect())
+}
 
 pub async fn order(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Order>> {
-    sqlx::query_as(SELECT_ORDERS)
-        .bind(id)
-        .bind(1_i64)
-        .fetch_optional(pool)
-        .await
+    Ok(select_orders(pool, Some(id), 1).await?.pop())
 }
 
 /// The newest `limit` orders, newest first.
 pub async fn recent_orders(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Order>> {
-    sqlx::query_as(SELECT_ORDERS)
-        .bind(None::<Uuid>)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
+    select_orders(pool, None, limit).await
 }
 
 /// The order's saga so far, in the order its steps happened: by each event's `occurred_at`
 /// (the decisions by when this service took them), steps at the same instant in the order
 /// this service learned of them. Answers often arrive in another order than they happened.
 pub async fn timeline(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Vec<Step>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Step,
         "SELECT at, event_type AS event, detail FROM order_timeline
          WHERE order_id = $1 ORDER BY at, recorded",
+        order_id,
     )
-    .bind(order_id)
     .fetch_all(pool)
     .await
 }

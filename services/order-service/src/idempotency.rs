@@ -55,33 +55,34 @@ pub async fn claim(tx: &mut PgConnection, key: &str, request: &str) -> Result<Cl
     // If this server vanishes without closing its connection (host crash, partition),
     // PostgreSQL ends the transaction, and with it the lock, after 10 idle seconds
     // (`set_config(.., true)` is `SET LOCAL`, sent with the lock in one round trip).
-    let (_, locked): (String, bool) = sqlx::query_as(
-        "SELECT set_config('idle_in_transaction_session_timeout', '10s', true),
-                pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+    let lock = sqlx::query!(
+        r#"SELECT set_config('idle_in_transaction_session_timeout', '10s', true),
+                  pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS "locked!""#,
+        key,
     )
-    .bind(key)
     .fetch_one(&mut *tx)
     .await
     .context("cannot lock the idempotency key")?;
-    if !locked {
+    if !lock.locked {
         return Err(ApiError::RequestInFlight);
     }
-    let existing: Option<(String, Option<Uuid>, bool)> = sqlx::query_as(
-        "SELECT request, order_id, claimed_at < now() - $2::interval
-         FROM idempotency_keys WHERE key = $1",
+    // `$2::text::interval`: the constant is sent as text and cast by PostgreSQL, as before.
+    let existing: Option<(String, Option<Uuid>, bool)> = sqlx::query!(
+        r#"SELECT request, order_id, claimed_at < now() - $2::text::interval AS "abandoned!"
+           FROM idempotency_keys WHERE key = $1"#,
+        key,
+        ABANDONED_AFTER,
     )
-    .bind(key)
-    .bind(ABANDONED_AFTER)
     .fetch_optional(&mut *tx)
     .await
-    .context("cannot look the idempotency key up")?;
+    .context("cannot look the idempotency key up")?
+    .map(|row| (row.request, row.order_id, row.abandoned));
     match existing {
         None => Ok(Claim::New),
         Some((stored, _, _)) if stored != request => Err(ApiError::IdempotencyKeyReused),
         Some((_, Some(order_id), _)) => Ok(Claim::Replay(order_id)),
         Some((_, None, true)) => {
-            sqlx::query("DELETE FROM idempotency_keys WHERE key = $1")
-                .bind(key)
+            sqlx::query!("DELETE FROM idempotency_keys WHERE key = $1", key)
                 .execute(&mut *tx)
                 .await
                 .context("cannot drop an abandoned idempotency claim")?;

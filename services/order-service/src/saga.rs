@@ -22,7 +22,8 @@ use shop_runtime::catalog::money;
 use shop_runtime::kafka::{Applied, Handler, HandlerError};
 use shop_runtime::outbox::{self, OutboxMessage};
 use shop_runtime::{CancelCause, Envelope, Event, OrderCancelled, OrderConfirmed, v1};
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -59,7 +60,7 @@ impl CancelledVersion {
 }
 
 /// An order as the saga sees it, locked for the decision.
-#[derive(Debug, FromRow)]
+#[derive(Debug)]
 struct SagaOrder {
     id: Uuid,
     customer_id: String,
@@ -70,23 +71,43 @@ struct SagaOrder {
     status: Status,
     stock: Option<String>,
     payment: Option<String>,
-    #[sqlx(json)]
     items: Vec<OrderItem>,
     /// The first refusal and its reason, while it is being decided.
-    #[sqlx(skip)]
     refusal: Option<(CancelCause, String)>,
 }
 
 /// The orders `ids`, with their items, locked in id order so that two instances deciding
 /// overlapping orders cannot deadlock.
-const LOCK_ORDERS: &str = "
-    SELECT o.id, o.customer_id, o.customer_email, o.total_cents, o.currency, o.created_at,
-           o.status, o.stock, o.payment,
-           (SELECT json_agg(json_build_object(
-                       'sku', i.sku, 'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents)
-                    ORDER BY i.line_no)
-            FROM order_items i WHERE i.order_id = o.id) AS items
-    FROM orders o WHERE o.id = ANY($1) ORDER BY o.id FOR UPDATE OF o";
+async fn lock_orders(tx: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<SagaOrder>> {
+    let rows = sqlx::query!(
+        r#"SELECT o.id, o.customer_id, o.customer_email, o.total_cents, o.currency, o.created_at,
+                  o.status AS "status: Status", o.stock, o.payment,
+                  (SELECT json_agg(json_build_object(
+                              'sku', i.sku, 'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents)
+                           ORDER BY i.line_no)
+                   FROM order_items i WHERE i.order_id = o.id) AS "items!: Json<Vec<OrderItem>>"
+           FROM orders o WHERE o.id = ANY($1) ORDER BY o.id FOR UPDATE OF o"#,
+        ids,
+    )
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| SagaOrder {
+            id: row.id,
+            customer_id: row.customer_id,
+            customer_email: row.customer_email,
+            total_cents: row.total_cents,
+            currency: row.currency,
+            created_at: row.created_at,
+            status: row.status,
+            stock: row.stock,
+            payment: row.payment,
+            items: row.items.0,
+            refusal: None,
+        })
+        .collect())
+}
 
 /// One step of an order's saga, as its timeline records it.
 struct Step {
@@ -110,9 +131,7 @@ impl Handler for DecideOrders {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let mut orders: HashMap<Uuid, SagaOrder> = sqlx::query_as::<_, SagaOrder>(LOCK_ORDERS)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
+        let mut orders: HashMap<Uuid, SagaOrder> = lock_orders(tx, &ids)
             .await?
             .into_iter()
             .map(|order| (order.id, order))
@@ -193,29 +212,27 @@ fn step_of(event: &Envelope<Event>) -> Step {
 
 /// Adds `steps` to their orders' timelines; returns those that were not there yet.
 async fn record(tx: &mut PgConnection, steps: &[Step]) -> sqlx::Result<HashSet<(Uuid, String)>> {
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+    let order_ids: Vec<Uuid> = steps.iter().map(|s| s.order_id).collect();
+    let types: Vec<&str> = steps.iter().map(|s| s.event_type.as_str()).collect();
+    let ats: Vec<DateTime<Utc>> = steps.iter().map(|s| s.at).collect();
+    let details: Vec<Option<&str>> = steps.iter().map(|s| s.detail.as_deref()).collect();
+    // `as &[..&str..]`: the macros type-check TEXT[] against `String`; `&str` encodes alike.
+    let rows = sqlx::query!(
         "INSERT INTO order_timeline (order_id, event_type, at, detail)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[])
          ON CONFLICT (order_id, event_type) DO NOTHING
          RETURNING order_id, event_type",
-    )
-    .bind(steps.iter().map(|s| s.order_id).collect::<Vec<_>>())
-    .bind(
-        steps
-            .iter()
-            .map(|s| s.event_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(steps.iter().map(|s| s.at).collect::<Vec<_>>())
-    .bind(
-        steps
-            .iter()
-            .map(|s| s.detail.as_deref())
-            .collect::<Vec<_>>(),
+        &order_ids,
+        &types as &[&str],
+        &ats,
+        &details as &[Option<&str>],
     )
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.order_id, row.event_type))
+        .collect())
 }
 
 /// An order's end, and the event announcing it.
@@ -307,23 +324,16 @@ async fn save<'a>(
 ) -> sqlx::Result<()> {
     let orders: Vec<&SagaOrder> = orders.collect();
     if !orders.is_empty() {
-        sqlx::query(
+        let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+        let stocks: Vec<Option<&str>> = orders.iter().map(|o| o.stock.as_deref()).collect();
+        let payments: Vec<Option<&str>> = orders.iter().map(|o| o.payment.as_deref()).collect();
+        sqlx::query!(
             "UPDATE orders SET stock = answer.stock, payment = answer.payment
              FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS answer (id, stock, payment)
              WHERE orders.id = answer.id",
-        )
-        .bind(orders.iter().map(|o| o.id).collect::<Vec<_>>())
-        .bind(
-            orders
-                .iter()
-                .map(|o| o.stock.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            orders
-                .iter()
-                .map(|o| o.payment.as_deref())
-                .collect::<Vec<_>>(),
+            &ids,
+            &stocks as &[Option<&str>],
+            &payments as &[Option<&str>],
         )
         .execute(&mut *tx)
         .await?;
@@ -335,7 +345,7 @@ async fn save<'a>(
     let statuses: Vec<&str> = decisions.iter().map(|d| d.status.as_str()).collect();
     let reasons: Vec<Option<&str>> = decisions.iter().map(|d| d.reason.as_deref()).collect();
     let types: Vec<&str> = decisions.iter().map(|d| d.event.event_type).collect();
-    sqlx::query(
+    sqlx::query!(
         "WITH decided AS (
              UPDATE orders SET status = d.status, status_reason = d.reason, decided_at = now()
              FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS d (id, status, reason)
@@ -346,11 +356,11 @@ async fn save<'a>(
          SELECT d.id, d.event_type, now(), d.reason
          FROM UNNEST($1::uuid[], $4::text[], $3::text[]) AS d (id, event_type, reason)
          JOIN decided USING (id)",
+        &ids,
+        &statuses as &[&str],
+        &reasons as &[Option<&str>],
+        &types as &[&str],
     )
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&reasons)
-    .bind(&types)
     .execute(&mut *tx)
     .await?;
     let events: Vec<OutboxMessage> = decisions.iter().map(|d| d.event.clone()).collect();
@@ -367,21 +377,19 @@ pub async fn expire(
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await.context("cannot open a transaction")?;
     let cutoff = Utc::now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX);
-    let ids: Vec<Uuid> = sqlx::query_scalar(
+    let ids: Vec<Uuid> = sqlx::query_scalar!(
         "SELECT id FROM orders WHERE status = 'pending' AND created_at < $1
          ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
     .fetch_all(&mut *tx)
     .await
     .context("cannot read pending orders")?;
     if ids.is_empty() {
         return Ok(0);
     }
-    let orders: Vec<SagaOrder> = sqlx::query_as(LOCK_ORDERS)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
+    let orders: Vec<SagaOrder> = lock_orders(&mut tx, &ids)
         .await
         .context("cannot lock pending orders")?;
     let decisions: Vec<Decision> = orders
