@@ -63,52 +63,52 @@ pub struct ItemSales {
 }
 
 pub async fn stats(pool: &PgPool, top: i64) -> sqlx::Result<Stats> {
-    let (placed, confirmed, cancelled): (i64, i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(orders) FILTER (WHERE kind = 'placed'), 0)::bigint,
-                coalesce(sum(orders) FILTER (WHERE kind = 'confirmed'), 0)::bigint,
-                coalesce(sum(orders) FILTER (WHERE kind = 'cancelled'), 0)::bigint
-         FROM order_counts",
+    let counts = sqlx::query!(
+        r#"SELECT coalesce(sum(orders) FILTER (WHERE kind = 'placed'), 0)::bigint AS "placed!",
+                coalesce(sum(orders) FILTER (WHERE kind = 'confirmed'), 0)::bigint AS "confirmed!",
+                coalesce(sum(orders) FILTER (WHERE kind = 'cancelled'), 0)::bigint AS "cancelled!"
+         FROM order_counts"#,
     )
     .fetch_one(pool)
     .await?;
-    let cancelled_by = sqlx::query_as(
-        "SELECT coalesce(sum(orders) FILTER (WHERE cause = 'stock_rejected'), 0)::bigint,
-                coalesce(sum(orders) FILTER (WHERE cause = 'payment_declined'), 0)::bigint,
-                coalesce(sum(orders) FILTER (WHERE cause = 'timed_out'), 0)::bigint,
-                coalesce(sum(orders) FILTER (WHERE cause = 'unknown'), 0)::bigint
-         FROM cancellation_causes",
+    let cancelled_by = sqlx::query_as!(
+        CancelledBy,
+        r#"SELECT
+                coalesce(sum(orders) FILTER (WHERE cause = 'stock_rejected'), 0)::bigint
+                    AS "stock_rejected!",
+                coalesce(sum(orders) FILTER (WHERE cause = 'payment_declined'), 0)::bigint
+                    AS "payment_declined!",
+                coalesce(sum(orders) FILTER (WHERE cause = 'timed_out'), 0)::bigint
+                    AS "timed_out!",
+                coalesce(sum(orders) FILTER (WHERE cause = 'unknown'), 0)::bigint AS "unknown!"
+         FROM cancellation_causes"#,
     )
     .fetch_one(pool)
-    .await
-    .map(
-        |(stock_rejected, payment_declined, timed_out, unknown)| CancelledBy {
-            stock_rejected,
-            payment_declined,
-            timed_out,
-            unknown,
-        },
-    )?;
-    let revenue =
-        sqlx::query_as("SELECT currency, orders, revenue_cents FROM revenue ORDER BY currency")
-            .fetch_all(pool)
-            .await?;
-    let top_items = sqlx::query_as(
-        "SELECT sku, quantity, revenue_cents, orders FROM item_sales ORDER BY quantity DESC, sku LIMIT $1",
+    .await?;
+    let revenue = sqlx::query_as!(
+        Revenue,
+        "SELECT currency, orders, revenue_cents FROM revenue ORDER BY currency"
     )
-    .bind(top)
     .fetch_all(pool)
     .await?;
-    let orders_last_minute = sqlx::query_scalar(
-        "SELECT count(*) FROM counted_orders
-         WHERE kind = 'placed' AND occurred_at > now() - interval '1 minute'",
+    let top_items = sqlx::query_as!(
+        ItemSales,
+        "SELECT sku, quantity, revenue_cents, orders FROM item_sales ORDER BY quantity DESC, sku LIMIT $1",
+        top,
+    )
+    .fetch_all(pool)
+    .await?;
+    let orders_last_minute = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM counted_orders
+         WHERE kind = 'placed' AND occurred_at > now() - interval '1 minute'"#,
     )
     .fetch_one(pool)
     .await?;
     Ok(Stats {
         orders: OrderCounts {
-            placed,
-            confirmed,
-            cancelled,
+            placed: counts.placed,
+            confirmed: counts.confirmed,
+            cancelled: counts.cancelled,
             cancelled_by,
         },
         revenue,

@@ -155,20 +155,21 @@ async fn claim(
     for count in counts {
         first.entry((count.order_id, count.kind)).or_insert(count);
     }
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+    // `as &[&str]` here and below: the macro's check wants `String`s, which encode alike.
+    let rows = sqlx::query!(
         "INSERT INTO counted_orders (order_id, kind, total_cents, currency, occurred_at)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::timestamptz[])
          ON CONFLICT (order_id, kind) DO NOTHING
          RETURNING order_id, kind",
+        &first.values().map(|c| c.order_id).collect::<Vec<_>>(),
+        &first.values().map(|c| c.kind.as_str()).collect::<Vec<_>>() as &[&str],
+        &first.values().map(|c| c.total_cents).collect::<Vec<_>>(),
+        &first.values().map(|c| c.currency).collect::<Vec<_>>() as &[&str],
+        &first.values().map(|c| c.occurred_at).collect::<Vec<_>>(),
     )
-    .bind(first.values().map(|c| c.order_id).collect::<Vec<_>>())
-    .bind(first.values().map(|c| c.kind.as_str()).collect::<Vec<_>>())
-    .bind(first.values().map(|c| c.total_cents).collect::<Vec<_>>())
-    .bind(first.values().map(|c| c.currency).collect::<Vec<_>>())
-    .bind(first.values().map(|c| c.occurred_at).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows.into_iter().map(|row| (row.order_id, row.kind)).collect())
 }
 
 /// Adds the new counts to the running totals, each table in key order.
@@ -180,55 +181,55 @@ async fn add(
     causes: &BTreeMap<&str, i64>,
 ) -> sqlx::Result<()> {
     if !causes.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO cancellation_causes (cause, orders)
              SELECT * FROM UNNEST($1::text[], $2::bigint[])
              ON CONFLICT (cause) DO UPDATE
              SET orders = cancellation_causes.orders + EXCLUDED.orders",
+            &causes.keys().copied().collect::<Vec<_>>() as &[&str],
+            &causes.values().copied().collect::<Vec<_>>(),
         )
-        .bind(causes.keys().collect::<Vec<_>>())
-        .bind(causes.values().collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
     if !orders.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO order_counts (kind, orders)
              SELECT * FROM UNNEST($1::text[], $2::bigint[])
              ON CONFLICT (kind) DO UPDATE SET orders = order_counts.orders + EXCLUDED.orders",
+            &orders.keys().copied().collect::<Vec<_>>() as &[&str],
+            &orders.values().copied().collect::<Vec<_>>(),
         )
-        .bind(orders.keys().collect::<Vec<_>>())
-        .bind(orders.values().collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
     if !revenue.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO revenue (currency, orders, revenue_cents)
              SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])
              ON CONFLICT (currency) DO UPDATE
              SET orders = revenue.orders + EXCLUDED.orders,
                  revenue_cents = revenue.revenue_cents + EXCLUDED.revenue_cents",
+            &revenue.keys().copied().collect::<Vec<_>>() as &[&str],
+            &revenue.values().map(|t| t.0).collect::<Vec<_>>(),
+            &revenue.values().map(|t| t.1).collect::<Vec<_>>(),
         )
-        .bind(revenue.keys().collect::<Vec<_>>())
-        .bind(revenue.values().map(|t| t.0).collect::<Vec<_>>())
-        .bind(revenue.values().map(|t| t.1).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
     if !items.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO item_sales (sku, quantity, revenue_cents, orders)
              SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
              ON CONFLICT (sku) DO UPDATE
              SET quantity = item_sales.quantity + EXCLUDED.quantity,
                  revenue_cents = item_sales.revenue_cents + EXCLUDED.revenue_cents,
                  orders = item_sales.orders + EXCLUDED.orders",
+            &items.keys().copied().collect::<Vec<_>>() as &[&str],
+            &items.values().map(|s| s.0).collect::<Vec<_>>(),
+            &items.values().map(|s| s.1).collect::<Vec<_>>(),
+            &items.values().map(|s| s.2).collect::<Vec<_>>(),
         )
-        .bind(items.keys().collect::<Vec<_>>())
-        .bind(items.values().map(|s| s.0).collect::<Vec<_>>())
-        .bind(items.values().map(|s| s.1).collect::<Vec<_>>())
-        .bind(items.values().map(|s| s.2).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }

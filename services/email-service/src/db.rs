@@ -33,12 +33,13 @@ pub async fn emails(
     order_id: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<SentEmail>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        SentEmail,
         "SELECT order_id, kind, recipient, subject, message_id, transport, sent_at FROM emails
          WHERE $1::uuid IS NULL OR order_id = $1 ORDER BY sent_at DESC LIMIT $2",
+        order_id,
+        limit,
     )
-    .bind(order_id)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }

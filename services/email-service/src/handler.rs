@@ -120,8 +120,7 @@ impl Handler for NotifyCustomer {
         }
         let ids: Vec<Uuid> = decided.iter().map(|(_, order)| order.order_id).collect();
         let mut mailed: HashSet<Uuid> =
-            sqlx::query_scalar("SELECT order_id FROM emails WHERE order_id = ANY($1)")
-                .bind(&ids)
+            sqlx::query_scalar!("SELECT order_id FROM emails WHERE order_id = ANY($1)", &ids)
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
@@ -193,28 +192,25 @@ async fn record(tx: &mut PgConnection, mails: &[Mail], transport: &str) -> sqlx:
     if mails.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    // `as &[&str]`: the macro's check wants `String`s, which encode alike.
+    sqlx::query!(
         "INSERT INTO emails (order_id, event_id, kind, recipient, subject, message_id, transport)
          SELECT *, $7
          FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])",
-    )
-    .bind(mails.iter().map(|m| m.order_id).collect::<Vec<_>>())
-    .bind(mails.iter().map(|m| m.event_id).collect::<Vec<_>>())
-    .bind(mails.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>())
-    .bind(
-        mails
+        &mails.iter().map(|m| m.order_id).collect::<Vec<_>>(),
+        &mails.iter().map(|m| m.event_id).collect::<Vec<_>>(),
+        &mails.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>() as &[&str],
+        &mails
             .iter()
             .map(|m| m.to.email.to_string())
             .collect::<Vec<_>>(),
-    )
-    .bind(mails.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>())
-    .bind(
-        mails
+        &mails.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>() as &[&str],
+        &mails
             .iter()
             .map(|m| m.message_id.as_str())
-            .collect::<Vec<_>>(),
+            .collect::<Vec<_>>() as &[&str],
+        transport,
     )
-    .bind(transport)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -47,11 +47,11 @@ pub struct ReservedItem {
 /// Stocks every catalog product the first time the service starts.
 pub async fn seed_stock(pool: &PgPool, units: Option<i32>) -> sqlx::Result<()> {
     for product in catalog::PRODUCTS {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO stock (sku, available) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING",
+            product.sku,
+            units.unwrap_or(product.initial_stock),
         )
-        .bind(product.sku)
-        .bind(units.unwrap_or(product.initial_stock))
         .execute(pool)
         .await?;
     }
@@ -59,7 +59,7 @@ pub async fn seed_stock(pool: &PgPool, units: Option<i32>) -> sqlx::Result<()> {
 }
 
 pub async fn stock(pool: &PgPool) -> sqlx::Result<Vec<StockLevel>> {
-    sqlx::query_as("SELECT sku, available FROM stock ORDER BY sku")
+    sqlx::query_as!(StockLevel, "SELECT sku, available FROM stock ORDER BY sku")
         .fetch_all(pool)
         .await
 }
@@ -70,16 +70,30 @@ pub async fn reservations(
     order_id: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<Reservation>> {
-    sqlx::query_as(
-        "SELECT r.order_id, r.status, r.reason, r.created_at, r.updated_at,
+    // `query_as!` would want the field to be `Json<_>` (it ignores `#[sqlx(json)]`), so the
+    // rows are mapped by hand.
+    let rows = sqlx::query!(
+        r#"SELECT r.order_id, r.status, r.reason, r.created_at, r.updated_at,
                 COALESCE(json_agg(json_build_object('sku', i.sku, 'quantity', i.quantity) ORDER BY i.sku)
-                         FILTER (WHERE i.sku IS NOT NULL), '[]') AS items
+                         FILTER (WHERE i.sku IS NOT NULL), '[]')
+                    AS "items!: sqlx::types::Json<Vec<ReservedItem>>"
          FROM reservations r LEFT JOIN reservation_items i USING (order_id)
          WHERE $1::uuid IS NULL OR r.order_id = $1
-         GROUP BY r.order_id ORDER BY r.created_at DESC LIMIT $2",
+         GROUP BY r.order_id ORDER BY r.created_at DESC LIMIT $2"#,
+        order_id,
+        limit,
     )
-    .bind(order_id)
-    .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Reservation {
+            order_id: r.order_id,
+            status: r.status,
+            reason: r.reason,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            items: r.items.0,
+        })
+        .collect())
 }

@@ -86,8 +86,7 @@ async fn place(
     // An order decided before, by an earlier event (or a tombstone), is left as it was.
     let ids: Vec<Uuid> = placements.iter().map(|(_, o)| o.order_id).collect();
     let mut decided: HashSet<Uuid> =
-        sqlx::query_scalar("SELECT order_id FROM reservations WHERE order_id = ANY($1)")
-            .bind(&ids)
+        sqlx::query_scalar!("SELECT order_id FROM reservations WHERE order_id = ANY($1)", &ids)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -111,13 +110,14 @@ async fn place(
         .filter(|(_, level)| level.taken > 0)
         .map(|(sku, level)| (sku.as_str(), level.taken))
         .collect();
-    sqlx::query(
+    // `as &[&str]`: the macro's check would want `String`s, which encode alike.
+    sqlx::query!(
         "UPDATE stock SET available = available - taken.quantity, updated_at = now()
          FROM UNNEST($1::text[], $2::int[]) AS taken (sku, quantity)
          WHERE stock.sku = taken.sku",
+        &taken.keys().copied().collect::<Vec<_>>() as &[&str],
+        &taken.values().copied().collect::<Vec<_>>(),
     )
-    .bind(taken.keys().collect::<Vec<_>>())
-    .bind(taken.values().collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     record(tx, &orders, &decisions).await?;
@@ -161,19 +161,19 @@ async fn lock_stock(
     if skus.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, i32)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT sku, available FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+        &skus as &[&str],
     )
-    .bind(&skus)
     .fetch_all(&mut *tx)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(sku, available)| {
+        .map(|row| {
             (
-                sku,
+                row.sku,
                 Level {
-                    available,
+                    available: row.available,
                     taken: 0,
                 },
             )
@@ -226,23 +226,19 @@ async fn record(
             "rejected"
         }
     };
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO reservations (order_id, event_id, status, reason)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[])",
-    )
-    .bind(orders.iter().map(|(_, o)| o.order_id).collect::<Vec<_>>())
-    .bind(
-        orders
+        &orders.iter().map(|(_, o)| o.order_id).collect::<Vec<_>>(),
+        &orders
             .iter()
             .map(|(event_id, _)| *event_id)
             .collect::<Vec<_>>(),
-    )
-    .bind(decisions.iter().map(status).collect::<Vec<_>>())
-    .bind(
-        decisions
+        &decisions.iter().map(status).collect::<Vec<_>>() as &[&str],
+        &decisions
             .iter()
             .map(|d| d.rejected.as_deref())
-            .collect::<Vec<_>>(),
+            .collect::<Vec<_>>() as &[Option<&str>],
     )
     .execute(&mut *tx)
     .await?;
@@ -254,13 +250,13 @@ async fn record(
             quantities.push(*quantity);
         }
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO reservation_items (order_id, sku, quantity)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int[])",
+        &order_ids,
+        &skus as &[&str],
+        &quantities,
     )
-    .bind(&order_ids)
-    .bind(&skus)
-    .bind(&quantities)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -277,14 +273,15 @@ async fn cancel(
         return Ok(0);
     }
     let ids: Vec<Uuid> = cancellations.iter().map(|(_, o)| o.order_id).collect();
-    let mut status: HashMap<Uuid, String> = sqlx::query_as(
+    let mut status: HashMap<Uuid, String> = sqlx::query!(
         "SELECT order_id, status FROM reservations WHERE order_id = ANY($1)
          ORDER BY order_id FOR UPDATE",
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
+    .map(|row| (row.order_id, row.status))
     .collect();
 
     let mut repeated = 0;
@@ -307,19 +304,17 @@ async fn cancel(
         }
     }
     release(tx, &released).await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO reservations (order_id, event_id, status, reason)
          SELECT order_id, event_id, 'released', $3
          FROM UNNEST($1::uuid[], $2::uuid[]) AS t (order_id, event_id)",
-    )
-    .bind(tombstones.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(
-        tombstones
+        &tombstones.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        &tombstones
             .iter()
             .map(|(_, event)| *event)
             .collect::<Vec<_>>(),
+        CANCELLED_BEFORE_PLACED,
     )
-    .bind(CANCELLED_BEFORE_PLACED)
     .execute(&mut *tx)
     .await?;
 
@@ -345,40 +340,42 @@ async fn release(tx: &mut PgConnection, released: &[(Uuid, String)]) -> sqlx::Re
         return Ok(());
     }
     let ids: Vec<Uuid> = released.iter().map(|(id, _)| *id).collect();
-    let back: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT sku, SUM(quantity)::int FROM reservation_items WHERE order_id = ANY($1)
-         GROUP BY sku ORDER BY sku",
+    let back = sqlx::query!(
+        r#"SELECT sku, SUM(quantity)::int AS "quantity!" FROM reservation_items
+         WHERE order_id = ANY($1)
+         GROUP BY sku ORDER BY sku"#,
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
-    let (skus, quantities): (Vec<String>, Vec<i32>) = back.into_iter().unzip();
+    let (skus, quantities): (Vec<String>, Vec<i32>) =
+        back.into_iter().map(|row| (row.sku, row.quantity)).unzip();
     // Already locked from the cancellations' items; in SKU order again in case the
     // reservation's items differ from what the event says.
-    sqlx::query("SELECT 1 FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
-        .bind(&skus)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
+    sqlx::query!(
+        "SELECT 1 AS locked FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+        &skus,
+    )
+    .fetch_all(&mut *tx) // the macro's `Map` has no `execute`; the rows are few and dropped
+    .await?;
+    sqlx::query!(
         "UPDATE stock SET available = available + back.quantity, updated_at = now()
          FROM UNNEST($1::text[], $2::int[]) AS back (sku, quantity)
          WHERE stock.sku = back.sku",
+        &skus,
+        &quantities,
     )
-    .bind(&skus)
-    .bind(&quantities)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE reservations SET status = 'released', reason = r.reason, updated_at = now()
          FROM UNNEST($1::uuid[], $2::text[]) AS r (order_id, reason)
          WHERE reservations.order_id = r.order_id",
-    )
-    .bind(&ids)
-    .bind(
-        released
+        &ids,
+        &released
             .iter()
             .map(|(_, reason)| reason.as_str())
-            .collect::<Vec<_>>(),
+            .collect::<Vec<_>>() as &[&str],
     )
     .execute(&mut *tx)
     .await?;

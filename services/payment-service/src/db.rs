@@ -57,14 +57,15 @@ pub async fn payments(
     order_id: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<Payment>> {
-    sqlx::query_as(
-        "SELECT order_id, customer_id, amount_cents, currency, status, reason, created_at,
-                updated_at
+    sqlx::query_as!(
+        Payment,
+        r#"SELECT order_id, customer_id, amount_cents, currency, status AS "status: Status",
+                reason, created_at, updated_at
          FROM payments WHERE $1::uuid IS NULL OR order_id = $1
-         ORDER BY created_at DESC LIMIT $2",
+         ORDER BY created_at DESC LIMIT $2"#,
+        order_id,
+        limit,
     )
-    .bind(order_id)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }

@@ -131,41 +131,34 @@ impl AuthorizePayment {
             Some(_) => Status::Declined.as_str(),
         };
         // One payment per order: an order seen before (or twice in this batch) is skipped.
-        let inserted: HashSet<Uuid> = sqlx::query_scalar(
+        // `as &[&str]`: the macro's check wants `String`s, which encode alike.
+        let inserted: HashSet<Uuid> = sqlx::query_scalar!(
             "INSERT INTO payments
                  (order_id, event_id, customer_id, amount_cents, currency, status, reason)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
                                   $6::text[], $7::text[])
              ON CONFLICT (order_id) DO NOTHING
              RETURNING order_id",
-        )
-        .bind(
-            placements
+            &placements
                 .iter()
                 .map(|(_, o)| o.order_id)
                 .collect::<Vec<_>>(),
-        )
-        .bind(placements.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-        .bind(
-            placements
+            &placements.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            &placements
                 .iter()
                 .map(|(_, o)| o.customer_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            placements
+                .collect::<Vec<_>>() as &[&str],
+            &placements
                 .iter()
                 .map(|(_, o)| o.total_cents)
                 .collect::<Vec<_>>(),
-        )
-        .bind(
-            placements
+            &placements
                 .iter()
                 .map(|(_, o)| o.currency.as_str())
-                .collect::<Vec<_>>(),
+                .collect::<Vec<_>>() as &[&str],
+            &decisions.iter().map(status).collect::<Vec<_>>() as &[&str],
+            &decisions.iter().map(Option::as_deref).collect::<Vec<_>>() as &[Option<&str>],
         )
-        .bind(decisions.iter().map(status).collect::<Vec<_>>())
-        .bind(decisions.iter().map(Option::as_deref).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -202,7 +195,6 @@ impl AuthorizePayment {
 }
 
 /// A payment as a settlement finds it, locked.
-#[derive(sqlx::FromRow)]
 struct Held {
     order_id: Uuid,
     status: Status,
@@ -221,11 +213,12 @@ async fn settle(
         return Ok(0);
     }
     let ids: Vec<Uuid> = settlements.iter().map(|s| s.order_id).collect();
-    let mut payments: HashMap<Uuid, Held> = sqlx::query_as::<_, Held>(
-        "SELECT order_id, status, amount_cents, currency FROM payments
-         WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+    let mut payments: HashMap<Uuid, Held> = sqlx::query_as!(
+        Held,
+        r#"SELECT order_id, status AS "status: Status", amount_cents, currency FROM payments
+         WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
@@ -305,40 +298,36 @@ async fn settle(
         }
     }
 
-    sqlx::query(
+    sqlx::query!(
         "UPDATE payments SET status = c.status, reason = COALESCE(c.reason, payments.reason),
                              updated_at = now()
          FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS c (order_id, status, reason)
          WHERE payments.order_id = c.order_id",
-    )
-    .bind(changes.keys().copied().collect::<Vec<_>>())
-    .bind(
-        changes
+        &changes.keys().copied().collect::<Vec<_>>(),
+        &changes
             .values()
             .map(|(s, _)| s.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        changes
+            .collect::<Vec<_>>() as &[&str],
+        &changes
             .values()
             .map(|(_, r)| r.as_deref())
-            .collect::<Vec<_>>(),
+            .collect::<Vec<_>>() as &[Option<&str>],
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO payments
              (order_id, event_id, customer_id, amount_cents, currency, status, reason)
          SELECT order_id, event_id, customer_id, amount_cents, currency, 'voided', $6
          FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[])
               AS t (order_id, event_id, customer_id, amount_cents, currency)",
+        &tombstones.iter().map(|t| t.order_id).collect::<Vec<_>>(),
+        &tombstones.iter().map(|t| t.event_id).collect::<Vec<_>>(),
+        &tombstones.iter().map(|t| t.customer_id).collect::<Vec<_>>() as &[&str],
+        &tombstones.iter().map(|t| t.total_cents).collect::<Vec<_>>(),
+        &tombstones.iter().map(|t| t.currency).collect::<Vec<_>>() as &[&str],
+        CANCELLED_BEFORE_PLACED,
     )
-    .bind(tombstones.iter().map(|t| t.order_id).collect::<Vec<_>>())
-    .bind(tombstones.iter().map(|t| t.event_id).collect::<Vec<_>>())
-    .bind(tombstones.iter().map(|t| t.customer_id).collect::<Vec<_>>())
-    .bind(tombstones.iter().map(|t| t.total_cents).collect::<Vec<_>>())
-    .bind(tombstones.iter().map(|t| t.currency).collect::<Vec<_>>())
-    .bind(CANCELLED_BEFORE_PLACED)
     .execute(&mut *tx)
     .await?;
     for tombstone in &tombstones {
