@@ -169,7 +169,10 @@ async fn claim(
     )
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().map(|row| (row.order_id, row.kind)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.order_id, row.kind))
+        .collect())
 }
 
 /// Adds the new counts to the running totals, each table in key order.

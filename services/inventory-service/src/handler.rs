@@ -85,12 +85,14 @@ async fn place(
     }
     // An order decided before, by an earlier event (or a tombstone), is left as it was.
     let ids: Vec<Uuid> = placements.iter().map(|(_, o)| o.order_id).collect();
-    let mut decided: HashSet<Uuid> =
-        sqlx::query_scalar!("SELECT order_id FROM reservations WHERE order_id = ANY($1)", &ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+    let mut decided: HashSet<Uuid> = sqlx::query_scalar!(
+        "SELECT order_id FROM reservations WHERE order_id = ANY($1)",
+        &ids
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
     let orders: Vec<(Uuid, &OrderPlaced)> = placements
         .iter()
         .copied()
