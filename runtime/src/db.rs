@@ -68,8 +68,21 @@ pub async fn connect(settings: &ServiceSettings, migrator: &Migrator) -> anyhow:
 /// Whether waiting may help: the server is not (yet) accepting connections, as opposed to
 /// answering and refusing this client.
 fn not_up_yet(error: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // Only the network saying "nobody there (yet)": sqlx also reports a certificate that
+        // does not verify as an I/O error (InvalidData), and that must fail at once.
+        sqlx::Error::Io(error) => matches!(
+            error.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::NotConnected
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::BrokenPipe
+                | ErrorKind::TimedOut
+        ),
+        sqlx::Error::PoolTimedOut => true,
         // 57P03 cannot_connect_now: "the database system is starting up" (or shutting down).
         sqlx::Error::Database(error) => error.code().as_deref() == Some("57P03"),
         _ => false,
@@ -114,5 +127,11 @@ mod start_up_tests {
         assert!(!not_up_yet(&sqlx::Error::Tls(
             "certificate not trusted".into()
         )));
+        // What sqlx reports for a server certificate from an unknown CA.
+        let untrusted = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
+        assert!(!not_up_yet(&sqlx::Error::Io(untrusted)));
     }
 }
