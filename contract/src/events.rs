@@ -215,15 +215,7 @@ pub mod v1 {
         pub reason: String,
     }
 
-    impl EventData for OrderCancelled {
-        const EVENT_TYPE: &'static str = "order_cancelled";
-        const VERSION: u32 = 1;
-        const TOPIC: &'static str = crate::topics::ORDERS;
-
-        fn order_id(&self) -> Uuid {
-            self.order_id
-        }
-    }
+    event_data!(OrderCancelled, "order_cancelled", crate::topics::ORDERS, 1);
 
     /// The upcaster: a version 1 cancellation as the current type, its cause unknown.
     impl From<OrderCancelled> for super::OrderCancelled {
